@@ -28,6 +28,14 @@ def _labels(labels: dict[str, str]) -> str:
     return "{" + inner + "}" if inner else ""
 
 
+def _om_value(v: float) -> str:
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(float(v))
+
+
 @dataclass
 class KnownData:
     """Series over [end - minutes, end], one sample every STEP seconds."""
@@ -66,7 +74,7 @@ class KnownData:
             for labels, value in series:
                 for i in range(n + 1):
                     t = i * STEP
-                    lines.append(f"{name}{_labels(labels)} {value(t)!r} {self.start + t:.3f}")
+                    lines.append(f"{name}{_labels(labels)} {_om_value(value(t))} {self.start + t:.3f}")
         lines.append("# EOF")
         return "\n".join(lines) + "\n"
 

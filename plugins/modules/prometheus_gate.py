@@ -1,0 +1,332 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# erni-deploy: the deployment gate.
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: prometheus_gate
+short_description: Decide whether a release is healthy, from Prometheus metrics against limits and a baseline
+description:
+  - Measures each metric's PromQL query one or more times and judges every value against
+    an absolute limit (the checklist's rollback triggers, such as an error rate above 5% or
+    a response time above 5 s) and against a baseline with a relative tolerance (the
+    checklist's 10%) and an absolute noise floor, below which a difference is not counted.
+  - The baseline is a number, a key of a baseline file in the checklist's YAML shape
+    (C(Baselines (Staging)) with values such as C(1.2s), C(450ms), C(65%)), the result of
+    another query (for example the old colour's series), or the same query an offset earlier.
+  - Over several measurements a metric fails when more measurements failed than
+    O(failure_limit) allows; query errors beyond O(consecutive_error_limit) make it inconclusive.
+    Measuring stops early once a critical metric cannot pass any more.
+  - The verdict is V(fail) when a critical metric fails, V(inconclusive) when a critical
+    metric could not be measured, otherwise from the weighted score (pass 1, warn 0.5,
+    fail 0): V(pass) at O(pass_score) or more without warnings, V(warn) at
+    O(warn_score) or more, else V(fail). It fails closed: Prometheus unreachable or a query
+    error is never a pass.
+  - Read-only; runs in check mode and never reports a change.
+version_added: "1.0.0"
+author: erni-deploy
+options:
+  prometheus_url:
+    description: Base URL of Prometheus.
+    type: str
+    required: true
+  metrics:
+    description: The metrics to judge.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description: Metric name in the results.
+        type: str
+        required: true
+      query:
+        description: PromQL giving one value (several series are reduced to the worst).
+        type: str
+        required: true
+      direction:
+        description: Whether lower or higher values are better.
+        type: str
+        choices: [lower, higher]
+        default: lower
+      limit:
+        description: Absolute limit; worse than this fails (or warns, when not critical).
+        type: float
+      tolerance:
+        description: Allowed relative worsening against the baseline, as a fraction (0.10 is 10%).
+        type: float
+      noise_floor:
+        description: Absolute difference from the baseline that is never counted as a regression.
+        type: float
+        default: 0
+      baseline:
+        description: Baseline value.
+        type: float
+      baseline_key:
+        description: Key of the baseline in O(baseline_file).
+        type: str
+      baseline_query:
+        description: PromQL whose value is the baseline (for example the old colour).
+        type: str
+      baseline_offset:
+        description: Seconds; the baseline is the metric's own query this much earlier.
+        type: float
+      no_data:
+        description: What a measurement without data counts as.
+        type: str
+        choices: [fail, pass, inconclusive]
+        default: fail
+      critical:
+        description: A critical metric that fails fails the gate; others only lower the score.
+        type: bool
+        default: true
+      weight:
+        description: Weight in the score.
+        type: float
+        default: 1
+      unit:
+        description: How values are shown in reasons (V(ratio) as percent, V(s) as seconds or ms).
+        type: str
+        default: ""
+  baseline_file:
+    description: YAML file of baselines in the checklist's shape.
+    type: path
+  count:
+    description: Number of measurements.
+    type: int
+    default: 1
+  interval:
+    description: Seconds between measurements.
+    type: float
+    default: 0
+  failure_limit:
+    description: Failed measurements a metric may have and still pass.
+    type: int
+    default: 0
+  consecutive_error_limit:
+    description: Consecutive query errors a metric may have before it is inconclusive.
+    type: int
+    default: 4
+  time:
+    description:
+      - Evaluate at this Unix time instead of now; with O(count) above 1 the measurements are
+        spaced O(interval) apart, ending at this time, without waiting.
+    type: float
+  pass_score:
+    description: Score (0-100) at or above which the gate passes.
+    type: float
+    default: 90
+  warn_score:
+    description: Score at or above which the gate warns instead of failing.
+    type: float
+    default: 75
+  fail_on:
+    description: Verdicts that fail the task (the results are returned either way).
+    type: list
+    elements: str
+    choices: [fail, inconclusive, warn]
+    default: [fail, inconclusive]
+  concurrency:
+    description: Queries in flight at once.
+    type: int
+    default: 10
+  bearer_token:
+    description: Bearer token for Prometheus.
+    type: str
+  username:
+    description: Basic auth user.
+    type: str
+  password:
+    description: Basic auth password.
+    type: str
+  ca_path:
+    description: CA bundle for Prometheus's certificate.
+    type: path
+  validate_certs:
+    description: Verify Prometheus's TLS certificate.
+    type: bool
+    default: true
+  timeout:
+    description: Seconds to wait for each query.
+    type: float
+    default: 10
+requirements:
+  - requests
+  - PyYAML
+"""
+
+EXAMPLES = r"""
+- name: Judge the new colour against the staging baseline and the old colour
+  prometheus_gate:
+    prometheus_url: http://127.0.0.1:9090
+    baseline_file: reports/staging-baseline.yml
+    count: 6
+    interval: 5
+    metrics:
+      - name: error_rate
+        query: >-
+          sum(rate(http_requests_total{colour="green",status=~"5.."}[30s]))
+          / sum(rate(http_requests_total{colour="green"}[30s]))
+        limit: 0.05
+        unit: ratio
+      - name: api_latency_p95
+        query: >-
+          histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{colour="green"}[1m])))
+        limit: 5
+        baseline_key: api_latency_p95
+        tolerance: 0.10
+        noise_floor: 0.005
+        unit: s
+      - name: memory_usage
+        query: 1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes
+        baseline_key: memory_usage
+        tolerance: 0.10
+        critical: false
+        no_data: inconclusive
+  register: gate
+"""
+
+RETURN = r"""
+verdict:
+  description: pass, warn, fail or inconclusive.
+  returned: always
+  type: str
+score:
+  description: Weighted score from 0 to 100.
+  returned: always
+  type: float
+reason:
+  description: Why the gate decided as it did.
+  returned: always
+  type: str
+metrics:
+  description: One entry per metric with its status, value, baseline, limit, reason and every measurement.
+  returned: always
+  type: list
+  elements: dict
+checks:
+  description: The metrics in the report's check shape (name, status, value, limit, baseline, reason).
+  returned: always
+  type: list
+  elements: dict
+measurements_taken:
+  description: Measurement rounds made (fewer than count when stopped early).
+  returned: always
+  type: int
+stopped_early:
+  description: Whether measuring stopped because a critical metric could no longer pass.
+  returned: always
+  type: bool
+started:
+  description: UTC time the first measurement started.
+  returned: always
+  type: str
+ended:
+  description: UTC time the decision was made.
+  returned: always
+  type: str
+elapsed_s:
+  description: Seconds from start to decision.
+  returned: always
+  type: float
+summary:
+  description: Number of metrics in each status.
+  returned: always
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.erni_gate import GateInputError, Metric, load_baselines, run_gate
+from ansible.module_utils.erni_prometheus import (HAS_REQUESTS, PrometheusError, client_from_params,
+                                                  prometheus_argument_spec)
+
+METRIC_SPEC = dict(
+    name=dict(type="str", required=True),
+    query=dict(type="str", required=True),
+    direction=dict(type="str", choices=["lower", "higher"], default="lower"),
+    limit=dict(type="float"),
+    tolerance=dict(type="float"),
+    noise_floor=dict(type="float", default=0),
+    baseline=dict(type="float"),
+    baseline_key=dict(type="str", no_log=False),
+    baseline_query=dict(type="str"),
+    baseline_offset=dict(type="float"),
+    no_data=dict(type="str", choices=["fail", "pass", "inconclusive"], default="fail"),
+    critical=dict(type="bool", default=True),
+    weight=dict(type="float", default=1),
+    unit=dict(type="str", default=""),
+)
+
+
+def main() -> None:
+    spec = prometheus_argument_spec()
+    spec.update(
+        metrics=dict(type="list", elements="dict", required=True, options=METRIC_SPEC,
+                     mutually_exclusive=[["baseline", "baseline_key", "baseline_query", "baseline_offset"]]),
+        baseline_file=dict(type="path"),
+        count=dict(type="int", default=1),
+        interval=dict(type="float", default=0),
+        failure_limit=dict(type="int", default=0),
+        consecutive_error_limit=dict(type="int", default=4),
+        time=dict(type="float"),
+        pass_score=dict(type="float", default=90),
+        warn_score=dict(type="float", default=75),
+        fail_on=dict(type="list", elements="str", choices=["fail", "inconclusive", "warn"],
+                     default=["fail", "inconclusive"]),
+        concurrency=dict(type="int", default=10),
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    if not HAS_REQUESTS:
+        module.fail_json(msg=missing_required_lib("requests"))
+    p = module.params
+    if not p["metrics"]:
+        module.fail_json(msg="metrics is empty: a gate with nothing to measure would pass anything")
+    checks = [("count", p["count"] >= 1, "at least 1"), ("interval", p["interval"] >= 0, "0 or more"),
+              ("failure_limit", p["failure_limit"] >= 0, "0 or more"),
+              ("consecutive_error_limit", p["consecutive_error_limit"] >= 0, "0 or more"),
+              ("concurrency", p["concurrency"] >= 1, "at least 1"),
+              ("pass_score", 0 <= p["pass_score"] <= 100, "from 0 to 100"),
+              ("warn_score", 0 <= p["warn_score"] <= p["pass_score"], "from 0 to pass_score")]
+    for key, ok, rule in checks:
+        if not ok:
+            module.fail_json(msg=f"{key}={p[key]} must be {rule}")
+    names = [m["name"] for m in p["metrics"]]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        module.fail_json(msg=f"metric names must be unique; repeated: {', '.join(dupes)}")
+
+    try:
+        baselines = None
+        if p["baseline_file"]:
+            try:
+                with open(p["baseline_file"], encoding="utf-8") as fh:
+                    text = fh.read()
+            except OSError as exc:
+                raise GateInputError(f"baseline_file {p['baseline_file']} cannot be read: {exc.strerror}") from exc
+            baselines = load_baselines(text, p["baseline_file"])
+        metrics = [Metric.from_params(m, baselines, p["baseline_file"]) for m in p["metrics"]]
+    except GateInputError as exc:
+        module.fail_json(msg=str(exc))
+
+    try:
+        client = client_from_params(p, module.warn)
+    except PrometheusError as exc:
+        module.fail_json(msg=str(exc))
+    try:
+        result = run_gate(client, metrics, count=p["count"], interval=p["interval"],
+                          failure_limit=p["failure_limit"], consecutive_error_limit=p["consecutive_error_limit"],
+                          at=p["time"], pass_score=p["pass_score"], warn_score=p["warn_score"],
+                          concurrency=p["concurrency"])
+    finally:
+        client.close()
+    out = result.as_dict()
+    if result.verdict in p["fail_on"]:
+        module.fail_json(msg=f"gate verdict {result.verdict} (score {out['score']}): {result.reason}",
+                         changed=False, **out)
+    module.exit_json(changed=False, **out)
+
+
+if __name__ == "__main__":
+    main()
