@@ -82,7 +82,7 @@ def auth(env: str = "production", role: str = "admin") -> dict[str, str]:
     return {"Authorization": f"Bearer {secret(f'{env}_{role}_token')}"}
 
 
-def db_connect(env: str = "production"):  # type: ignore[no-untyped-def]
+def db_connect(env: str = "production"):
     names = {"production": ("openwebui", "openwebui_user"),
              "staging": ("openwebui_staging", "openwebui_staging_user")}
     db, user = names[env]

@@ -16,7 +16,6 @@ from typing import Any
 
 import ansible.module_utils
 from ansible.module_utils.testing import patch_module_args
-
 from helpers import ROOT
 
 _UTILS = str(ROOT / "plugins" / "module_utils")
@@ -26,7 +25,7 @@ if _UTILS not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(_UTILS)
 
 
-def load_module(name: str):  # type: ignore[no-untyped-def]
+def load_module(name: str):
     path = ROOT / "plugins" / "modules" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"erni_modules.{name}", path)
     assert spec and spec.loader

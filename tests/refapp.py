@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import requests
-
 from helpers import ROOT, free_port
 
 APP = ROOT / "sandbox" / "app" / "erni_app.py"
@@ -39,9 +38,9 @@ def app(**env: str) -> Iterator[str]:
             try:
                 requests.get(base + "/api/version", timeout=0.5)
                 break
-            except requests.ConnectionError:
+            except requests.ConnectionError as exc:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"app did not start: {proc.stdout.read() if proc.stdout else ''}")
+                    raise AssertionError(f"app did not start: {proc.stdout.read() if proc.stdout else ''}") from exc
                 time.sleep(0.05)
         yield base
     finally:

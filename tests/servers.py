@@ -81,7 +81,7 @@ class LocalServer:
 def make_ca(directory: Path, hostname: str = "localhost", days: int = 30,
             ca_name: str = "erni-deploy test CA") -> dict[str, Path]:
     """A CA and a server certificate for hostname and 127.0.0.1, valid for `days` days."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
     ca_cert = (x509.CertificateBuilder().subject_name(ca_subject).issuer_name(ca_subject)

@@ -19,7 +19,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ansible.module_utils.erni_prometheus import PrometheusClient, PrometheusError
@@ -173,7 +173,7 @@ def finite(v: float | None) -> float | None:
 
 
 def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _values(client: PrometheusClient, query: str, at: float) -> tuple[list[float], int]:
@@ -363,7 +363,8 @@ def run_gate(client: PrometheusClient, metrics: list[Metric], count: int = 1, in
             if i and at is None and interval > 0:
                 sleep(interval)
             when = at - (count - 1 - i) * interval if at is not None else time.time()
-            for res, measurement in zip(results, pool.map(lambda m: measure(client, m, when), metrics)):
+            measured = pool.map(measure, [client] * len(metrics), metrics, [when] * len(metrics))
+            for res, measurement in zip(results, measured, strict=True):
                 res.measurements.append(measurement)
             rounds += 1
             if i < count - 1 and any(r.decided(failure_limit, consecutive_error_limit) for r in results):

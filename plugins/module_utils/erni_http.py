@@ -16,6 +16,7 @@ from typing import Any
 
 try:
     import requests
+    import urllib3
     from requests.adapters import HTTPAdapter
 
     HAS_REQUESTS = True
@@ -44,7 +45,7 @@ def make_session(verify: bool | str = True, pool_size: int = 20) -> requests.Ses
     session.verify = verify
     if verify is False:
         # the module has said so once, as a warning; one line per request would bury it
-        requests.packages.urllib3.disable_warnings(requests.packages.urllib3.exceptions.InsecureRequestWarning)
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

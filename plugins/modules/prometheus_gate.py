@@ -239,8 +239,12 @@ summary:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.erni_gate import GateInputError, Metric, load_baselines, run_gate
-from ansible.module_utils.erni_prometheus import (HAS_REQUESTS, PrometheusError, client_from_params,
-                                                  prometheus_argument_spec)
+from ansible.module_utils.erni_prometheus import (
+    HAS_REQUESTS,
+    PrometheusError,
+    client_from_params,
+    prometheus_argument_spec,
+)
 
 METRIC_SPEC = dict(
     name=dict(type="str", required=True),

@@ -125,8 +125,12 @@ empty:
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.erni_prometheus import (HAS_REQUESTS, PrometheusError, client_from_params,
-                                                  prometheus_argument_spec)
+from ansible.module_utils.erni_prometheus import (
+    HAS_REQUESTS,
+    PrometheusError,
+    client_from_params,
+    prometheus_argument_spec,
+)
 
 
 def main() -> None:

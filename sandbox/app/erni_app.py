@@ -32,7 +32,7 @@ import signal
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ def env_flag(name: str) -> bool:
 
 
 def log(level: str, msg: str, **fields: Any) -> None:
-    record = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+    record = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
               "level": level, "msg": msg, "version": VERSION, **fields}
     sys.stdout.write(json.dumps(record) + "\n")
     sys.stdout.flush()
@@ -70,7 +70,7 @@ def log(level: str, msg: str, **fields: Any) -> None:
 
 # --------------------------------------------------------------------------- database
 
-def db_connect():  # type: ignore[no-untyped-def]
+def db_connect():
     import psycopg2  # imported late: --version and /health work without it
 
     return psycopg2.connect(
@@ -90,7 +90,7 @@ class Database:
     def __init__(self) -> None:
         self._local = threading.local()
 
-    def _conn(self):  # type: ignore[no-untyped-def]
+    def _conn(self):
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
             conn = db_connect()
@@ -150,7 +150,7 @@ def migrate(argv: list[str]) -> int:
             return 2
         target = int(argv[1])
         done = []
-        for version, name, _up, down in reversed(files):
+        for version, _name, _up, down in reversed(files):
             if version in applied and version > target:
                 with conn.cursor() as cur:
                     cur.execute(down.read_text())

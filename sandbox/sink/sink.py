@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -62,7 +62,7 @@ class Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             self.reply(400, b'{"error": "invalid JSON"}')
             return
-        record = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        record = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
                   "path": self.path, "content_type": self.headers.get("Content-Type", ""),
                   "body": body}
         with LOCK, self.store.open("a") as fh:

@@ -12,9 +12,16 @@ import re
 
 import pytest
 import requests
-
-from helpers import (CA_FILE, PROD_URL, SANDBOX_DIR, auth, build_release, chats_fingerprint,
-                     run_playbook, serving_version)
+from helpers import (
+    CA_FILE,
+    PROD_URL,
+    SANDBOX_DIR,
+    auth,
+    build_release,
+    chats_fingerprint,
+    run_playbook,
+    serving_version,
+)
 from loadgen import Load
 
 pytestmark = pytest.mark.slow
@@ -22,7 +29,7 @@ STATE_FILE = SANDBOX_DIR / "deploy" / "production" / "state.json"
 PORTS = {"blue": 18001, "green": 18002}
 
 
-def deploy(version: str, *extra: str):  # type: ignore[no-untyped-def]
+def deploy(version: str, *extra: str):
     return run_playbook("deploy.yml", "-i", "inventories/sandbox", "-e", f"release_version={version}", *extra)
 
 
@@ -89,7 +96,7 @@ def test_deploying_the_serving_release_again_changes_nothing() -> None:
     assert serving_version() == "1.1.0"
 
 
-def test_a_release_that_never_becomes_healthy_is_refused_and_never_serves(nginx_log) -> None:  # type: ignore[no-untyped-def]
+def test_a_release_that_never_becomes_healthy_is_refused_and_never_serves(nginx_log) -> None:
     before = chats_fingerprint()
     serving = state()
     idle_port = PORTS["green" if serving["colour"] == "blue" else "blue"]

@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
 from modules_harness import run_module
 from servers import LocalServer, json_route, make_ca
 
@@ -60,7 +59,8 @@ def test_a_wrong_status_json_value_or_missing_header_fails_with_the_reason(serve
     assert reasons["broken"] == "status 500, expected 200"
     assert reasons["wrong version"] == 'JSON version is "1.1.0", expected "2.0.0"'
     assert reasons["no csp"] == "response header Content-Security-Policy is missing"
-    assert reasons["wrong hsts"] == "response header Strict-Transport-Security is 'max-age=31536000', expected 'max-age=1'"
+    assert reasons["wrong hsts"] == ("response header Strict-Transport-Security is 'max-age=31536000', "
+                                     "expected 'max-age=1'")
     assert reasons["not json"] == "the response is not JSON"
     assert reasons["missing key"] == "JSON data[0].id is missing"
     assert res["msg"].startswith("6 of 6 checks failed: broken: status 500")
@@ -90,7 +90,7 @@ def test_checks_run_concurrently(server: LocalServer) -> None:
 def test_wait_timeout_retries_until_the_endpoint_becomes_healthy(server: LocalServer) -> None:
     became_healthy = time.monotonic() + 1.0
 
-    def flapping(_h, _b):  # type: ignore[no-untyped-def]
+    def flapping(_h, _b):
         if time.monotonic() < became_healthy:
             return 503, {}, b'{"status": false}'
         return 200, {}, b'{"status": true}'
@@ -128,7 +128,7 @@ def test_connection_refused_and_timeout_are_failures_not_errors(server: LocalSer
     assert res["summary"] == {"total": 2, "passed": 0, "failed": 2}
 
 
-def test_https_with_a_ca_file_and_without(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_https_with_a_ca_file_and_without(tmp_path) -> None:
     pki = make_ca(tmp_path)
     srv = LocalServer(routes={"/health": json_route(200, {"status": True})}, tls=(pki["cert"], pki["key"]))
     try:
@@ -178,7 +178,7 @@ def test_return_json_gives_the_parsed_body(server: LocalServer) -> None:
     ({"checks": [{"url": "http://x/", "max_latency_ms": -5}]}, "checks[0].max_latency_ms=-5.0 must be 0 or more"),
     ({"checks": [{"url": "http://x/", "body": "a", "json": {}}]}, "mutually exclusive"),
 ])
-def test_bad_input_is_refused_with_a_message_naming_it(args, message) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_is_refused_with_a_message_naming_it(args, message) -> None:
     res = run_module("http_probe", args)
     assert res["failed"] is True
     assert message in res["msg"], res["msg"]

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from modules_harness import run_module
 from prom import KnownData, PromServer, start_prometheus
 from servers import LocalServer, json_route
@@ -65,7 +64,8 @@ def test_instant_query_returns_floats_with_labels(prom: PromServer, known: Known
 
 
 def test_error_rate_from_counters_is_what_the_data_says(prom: PromServer, known: KnownData) -> None:
-    res = run_module("prometheus_query", {"prometheus_url": prom.url, "time": known.end, "query": ERR.format(c="blue")})
+    res = run_module("prometheus_query", {"prometheus_url": prom.url, "time": known.end,
+                                          "query": ERR.format(c="blue")})
     assert res["samples"][0]["value"] == pytest.approx(0.005, rel=1e-6)
 
 
@@ -113,11 +113,12 @@ def test_bearer_token_is_sent_and_refusal_is_explained_without_the_token() -> No
     token = "prom-bearer-token-never-printed-123"
     seen: list[str] = []
 
-    def api(handler, _body):  # type: ignore[no-untyped-def]
+    def api(handler, _body):
         seen.append(handler.headers.get("Authorization", ""))
         if handler.headers.get("Authorization") != f"Bearer {token}":
             return 401, {}, b'{"status": "error", "error": "unauthorized"}'
-        return json_route(200, {"status": "success", "data": {"resultType": "scalar", "result": [1, "1"]}})(handler, b"")
+        answer = {"status": "success", "data": {"resultType": "scalar", "result": [1, "1"]}}
+        return json_route(200, answer)(handler, b"")
 
     srv = LocalServer(routes={"/api/v1/query": api})
     try:
@@ -287,8 +288,8 @@ def test_warn_can_be_made_to_fail_the_task(prom: PromServer, known: KnownData) -
 ])
 def test_bad_input_is_refused_naming_it(prom: PromServer, metric: dict[str, Any], extra: dict[str, Any],
                                         message: str) -> None:
-    res = run_module("prometheus_gate", {"prometheus_url": prom.url, "metrics": [{"name": "m", "query": "up", **metric}],
-                                         **extra})
+    res = run_module("prometheus_gate", {"prometheus_url": prom.url,
+                                         "metrics": [{"name": "m", "query": "up", **metric}], **extra})
     assert res["failed"] is True
     assert message in res["msg"], res["msg"]
 

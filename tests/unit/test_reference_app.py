@@ -12,9 +12,9 @@ import sys
 import time
 
 import requests
-
 from helpers import free_port
 from refapp import APP, WEBHOOK_SECRET, alert_payload, app, sign, token
+
 
 def test_health_and_version_answer_as_open_webui_does() -> None:
     with app() as base:
@@ -30,7 +30,7 @@ def test_version_flag_prints_the_release() -> None:
     assert out.strip() == "erni-ki 4.5.6"
 
 
-def test_api_refuses_a_missing_or_forged_token(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_api_refuses_a_missing_or_forged_token(tmp_path) -> None:
     with app() as base:
         assert requests.get(base + "/api/v1/models", timeout=2).status_code == 401
         forged = token("admin", tmp_path)[:-2] + "xx"
@@ -42,14 +42,14 @@ def test_api_refuses_a_missing_or_forged_token(tmp_path) -> None:  # type: ignor
         assert {m["id"] for m in r.json()["data"]} >= {"llama3.2:3b"}
 
 
-def test_an_expired_token_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_expired_token_is_refused(tmp_path) -> None:
     with app() as base:
         expired = token("admin", tmp_path, ttl=-10)
         r = requests.get(base + "/api/v1/models", headers={"Authorization": f"Bearer {expired}"}, timeout=2)
         assert r.status_code == 401
 
 
-def test_a_user_token_is_refused_on_an_admin_route(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_user_token_is_refused_on_an_admin_route(tmp_path) -> None:
     with app() as base:
         user = {"Authorization": f"Bearer {token('user', tmp_path)}"}
         admin = {"Authorization": f"Bearer {token('admin', tmp_path)}"}
@@ -109,7 +109,7 @@ def test_health_fail_and_startup_delay() -> None:
         assert requests.get(base + "/health", timeout=2).status_code == 200
 
 
-def test_error_rate_one_fails_every_api_request_but_not_health(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_error_rate_one_fails_every_api_request_but_not_health(tmp_path) -> None:
     headers = {"Authorization": f"Bearer {token('user', tmp_path)}"}
     with app(ERROR_RATE="1") as base:
         codes = {requests.get(base + "/api/v1/models", headers=headers, timeout=2).status_code for _ in range(5)}
@@ -117,7 +117,7 @@ def test_error_rate_one_fails_every_api_request_but_not_health(tmp_path) -> None
         assert requests.get(base + "/health", timeout=2).status_code == 200
 
 
-def test_extra_latency_is_added_to_api_requests(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_extra_latency_is_added_to_api_requests(tmp_path) -> None:
     headers = {"Authorization": f"Bearer {token('user', tmp_path)}"}
     with app(EXTRA_LATENCY_MS="300") as base:
         t0 = time.monotonic()
@@ -141,7 +141,7 @@ def test_a_short_webhook_secret_is_refused_at_start() -> None:
     assert "shorter than 16" in proc.stdout
 
 
-def test_metrics_count_requests_by_route_and_status(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_metrics_count_requests_by_route_and_status(tmp_path) -> None:
     body = alert_payload("MetricsTest")
     with app() as base:
         requests.get(base + "/health", timeout=2)
