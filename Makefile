@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 
-.PHONY: help venv sandbox sandbox-status sandbox-down demo test test-unit test-integration clean
+.PHONY: help venv sandbox sandbox-status sandbox-down demo test test-unit test-integration lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -34,14 +34,23 @@ sandbox-down: ## stop everything the sandbox started
 demo: sandbox ## deploy 1.0.0, then 1.1.0, then a release that never becomes healthy
 	sandbox/bin/demo
 
-test: sandbox ## unit and integration tests against the sandbox
-	$(PY) -m pytest $(PYTEST_ARGS) tests
+COVERAGE := --cov=plugins --cov-report=term --cov-fail-under=85
+
+test: sandbox lint ## lint, then unit and integration tests against the sandbox, with coverage of plugins/
+	$(PY) -m pytest $(COVERAGE) $(PYTEST_ARGS) tests
 
 test-unit: venv ## unit tests only
 	$(PY) -m pytest $(PYTEST_ARGS) tests/unit
 
 test-integration: sandbox ## integration tests only
 	$(PY) -m pytest $(PYTEST_ARGS) tests/integration
+
+lint: venv ## ruff and mypy on the Python code
+	$(VENV)/bin/ruff check plugins tests sandbox bench
+	$(VENV)/bin/mypy plugins tests sandbox/app/erni_app.py sandbox/sink/sink.py bench
+
+bench: sandbox ## measure the figures the README quotes; writes bench/results.json
+	$(PY) bench/run.py
 
 clean: sandbox-down ## stop the sandbox and remove its state, the venv and reports
 	rm -rf .sandbox reports $(VENV)

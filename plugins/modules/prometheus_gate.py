@@ -19,11 +19,11 @@ description:
   - Over several measurements a metric fails when more measurements failed than
     O(failure_limit) allows; query errors beyond O(consecutive_error_limit) make it inconclusive.
     Measuring stops early once a critical metric cannot pass any more.
-  - The verdict is V(fail) when a critical metric fails, V(inconclusive) when a critical
-    metric could not be measured, otherwise from the weighted score (pass 1, warn 0.5,
+  - "The verdict is V(fail) when a critical metric fails, V(inconclusive) when a critical
+    metric could not be measured, otherwise it comes from the weighted score (pass 1, warn 0.5,
     fail 0): V(pass) at O(pass_score) or more without warnings, V(warn) at
     O(warn_score) or more, else V(fail). It fails closed: Prometheus unreachable or a query
-    error is never a pass.
+    error is never a pass."
   - Read-only; runs in check mode and never reports a change.
 version_added: "1.0.0"
 author: erni-deploy
