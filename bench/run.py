@@ -78,11 +78,12 @@ def bench_probes() -> Figure:
         raise SystemExit(f"http_probe failed during the benchmark: {probe.get('msg')}")
 
     env = 'environment="production"'
+    buckets = f"sum by (le) (rate(http_request_duration_seconds_bucket{{{env}}}[1m]))"
     queries = {
         "error_rate": f'sum(rate(http_requests_total{{{env},status=~"5.."}}[1m])) '
                       f'/ sum(rate(http_requests_total{{{env}}}[1m]))',
-        "api_latency_p95": f'histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{{{env}}}[1m])))',
-        "api_latency_p50": f'histogram_quantile(0.5, sum by (le) (rate(http_request_duration_seconds_bucket{{{env}}}[1m])))',
+        "api_latency_p95": f"histogram_quantile(0.95, {buckets})",
+        "api_latency_p50": f"histogram_quantile(0.5, {buckets})",
         "availability": f'max(up{{job="erni-ki",{env}}})',
         "webhook_processing_p95": 'histogram_quantile(0.95, sum by (le) (rate(webhook_processing_seconds_bucket[5m])))',
         "db_query_p95": 'histogram_quantile(0.95, sum by (le) (rate(db_query_duration_seconds_bucket[5m])))',
