@@ -370,15 +370,41 @@ class Handler(BaseHTTPRequestHandler):
             return path
         if path.startswith("/webhook"):
             return self.webhook(method, path)
+        # Fault knobs act on what users use (the page and the API); the status routes above
+        # stay truthful so monitoring can see the faults.
+        if app.extra_latency:
+            time.sleep(app.extra_latency)
+        if app.error_rate and random.random() < app.error_rate:
+            self.send_json(500, {"detail": "injected error"})
+            return self.api_route(path) if path.startswith("/api/") else "/"
+        if path == "/" and method == "GET":
+            page = (f"<!doctype html><html><head><title>ERNI-KI</title></head><body>"
+                    f"<h1>ERNI-KI</h1><p>release {VERSION}</p></body></html>").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+            self._status = 200
+            return "/"
+        if path == "/api/v1/auths/signin" and method == "POST":
+            return self.signin()
         if path.startswith("/api/"):
-            if app.extra_latency:
-                time.sleep(app.extra_latency)
-            if app.error_rate and random.random() < app.error_rate:
-                self.send_json(500, {"detail": "injected error"})
-                return self.api_route(path)
             return self.api(method, path)
         self.send_json(404, {"detail": "Not Found"})
         return "other"
+
+    def signin(self) -> str:
+        """A token for a valid bearer token, set as a Secure, HttpOnly session cookie."""
+        route = "/api/v1/auths/signin"
+        claims = self.claims()
+        if claims is None:
+            self.send_json(401, {"detail": "Invalid credentials"})
+            return route
+        token = self.headers.get("Authorization", "")[7:].strip()
+        self.send_json(200, {"token_type": "Bearer", "role": claims.get("role")},
+                       headers={"Set-Cookie": f"token={token}; Path=/; Secure; HttpOnly; SameSite=Lax"})
+        return route
 
     @staticmethod
     def api_route(path: str) -> str:

@@ -153,3 +153,22 @@ def test_metrics_count_requests_by_route_and_status(tmp_path) -> None:
     assert 'webhook_alerts_total{alertname="MetricsTest",endpoint="gpu",status="firing"} 1.0' in text
     assert "webhook_processing_seconds_bucket" in text
     assert 'erni_ki_build_info{colour="",version="9.9.9"} 1.0' in text
+
+
+def test_the_page_is_served_and_faults_reach_it() -> None:
+    with app() as base:
+        r = requests.get(base + "/", timeout=2)
+        assert r.status_code == 200 and "release 9.9.9" in r.text
+    with app(ERROR_RATE="1") as base:
+        assert requests.get(base + "/", timeout=2).status_code == 500
+        assert requests.get(base + "/api/version", timeout=2).status_code == 200
+
+
+def test_signin_sets_a_secure_httponly_cookie(tmp_path) -> None:
+    with app() as base:
+        assert requests.post(base + "/api/v1/auths/signin", timeout=2).status_code == 401
+        r = requests.post(base + "/api/v1/auths/signin", timeout=2,
+                          headers={"Authorization": f"Bearer {token('user', tmp_path)}"})
+        assert r.status_code == 200
+        cookie = r.headers["Set-Cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie
