@@ -38,7 +38,7 @@ def ensure_serving(version: str = "1.1.0") -> None:
     except Exception:  # noqa: S110 - nothing serving is what the deploy below fixes
         pass
     build_release(version)
-    run = run_playbook("deploy.yml", "-i", "inventories/sandbox", "-e", f"release_version={version}")
+    run = run_playbook("tests/playbooks/rollout.yml", "-i", "inventories/sandbox", "-e", f"release_version={version}")
     if run.rc != 0:
         raise SystemExit(f"could not deploy {version} for the benchmarks:\n{run.output[-3000:]}")
 

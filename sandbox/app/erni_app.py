@@ -241,9 +241,10 @@ def validate_alert_payload(payload: Any) -> str | None:
 
 class Metrics:
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes
         self.requests = Counter("http_requests_total", "HTTP requests by route and status",
                                 ["route", "method", "status"], registry=self.registry)
         self.latency = Histogram("http_request_duration_seconds", "HTTP request latency",

@@ -30,7 +30,8 @@ PORTS = {"blue": 18001, "green": 18002}
 
 
 def deploy(version: str, *extra: str):
-    return run_playbook("deploy.yml", "-i", "inventories/sandbox", "-e", f"release_version={version}", *extra)
+    return run_playbook("tests/playbooks/rollout.yml", "-i", "inventories/sandbox",
+                        "-e", f"release_version={version}", *extra)
 
 
 def state() -> dict:
