@@ -275,7 +275,7 @@ def main() -> None:
         failure_limit=dict(type="int", default=0),
         consecutive_error_limit=dict(type="int", default=4),
         time=dict(type="float"),
-        pass_score=dict(type="float", default=90),
+        pass_score=dict(type="float", default=90, no_log=False),
         warn_score=dict(type="float", default=75),
         fail_on=dict(type="list", elements="str", choices=["fail", "inconclusive", "warn"],
                      default=["fail", "inconclusive"]),
