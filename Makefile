@@ -46,8 +46,8 @@ test-integration: sandbox ## integration tests only
 	$(PY) -m pytest $(PYTEST_ARGS) tests/integration
 
 lint: venv ## ruff and mypy on the Python code
-	$(VENV)/bin/ruff check plugins tests sandbox bench
-	$(VENV)/bin/mypy plugins tests sandbox/app/erni_app.py sandbox/sink/sink.py bench
+	$(VENV)/bin/ruff check plugins tests sandbox bench roles/notify/action_plugins
+	$(VENV)/bin/mypy plugins tests sandbox/app/erni_app.py sandbox/sink/sink.py bench roles/notify/action_plugins
 
 bench: sandbox ## measure the figures the README quotes; writes bench/results.json
 	$(PY) bench/run.py
