@@ -22,6 +22,7 @@
 #     fail when one of them failed (or one of their checks failed), skipped when none ran.
 #   * Every result is kept: a rescue that runs after a failed check does not hide it.
 # Confirmations (steps only a person can do) come from the extra variable `confirmations`
+#   (or, from AWX surveys, extra variables named confirm_<what>)
 #   (a dict: {"oncall_notified": "Anna, 2026-11-27"}) and from tasks named "Confirm: <what>"
 #   whose result has confirmed_by and confirmed_at (top level or, for set_fact, in
 #   ansible_facts; a pause task's user_input counts as confirmed_by). Both are recorded.
@@ -814,9 +815,14 @@ class CallbackModule(CallbackBase):
                 given = {}
         # Keys are made from redacted text: a slug is lower case, which would hide a secret
         # from the redaction pass.
-        if isinstance(given, Mapping):
-            for key, value in given.items():
-                confirmations[_slug(redactor.text(str(key)))] = _confirmation(str(key), value)
+        if not isinstance(given, Mapping):
+            given = {}
+        # AWX surveys cannot build a dict: their answers come as confirm_<what> variables.
+        given = {**{k[len("confirm_"):]: v for k, v in extra.items()
+                    if isinstance(k, str) and k.startswith("confirm_") and v not in (None, "")},
+                 **given}
+        for key, value in given.items():
+            confirmations[_slug(redactor.text(str(key)))] = _confirmation(str(key), value)
         for entry in self._confirmations:
             key = _slug(redactor.text(entry["what"]))
             if key in confirmations:

@@ -349,8 +349,12 @@ def test_reports_go_next_to_the_playbook_by_default_and_latest_follows(tmp_path:
     playbook.write_text(
         '- name: "Post-deployment: compare"\n  hosts: web1\n  gather_facts: false\n  tasks:\n'
         '    - name: "Check: something"\n      ansible.builtin.debug:\n        msg: fine\n')
-    first = run_playbook("-i", str(inv), str(playbook), "-e", "release_version=1.1.0", env=callback_env(None))
-    second = run_playbook("-i", str(inv), str(playbook), "-e", "release_version=1.1.0", env=callback_env(None))
+    # the plugin's own default, without the project's ansible.cfg (which names reports/)
+    cfg = tmp_path / "plain.cfg"
+    cfg.write_text("[defaults]\n")
+    env = {**callback_env(None), "ANSIBLE_CONFIG": str(cfg)}
+    first = run_playbook("-i", str(inv), str(playbook), "-e", "release_version=1.1.0", env=env)
+    second = run_playbook("-i", str(inv), str(playbook), "-e", "release_version=1.1.0", env=env)
     assert first.rc == 0 and second.rc == 0, second.output[-2000:]
     reports = tmp_path / "site" / "reports"
     runs = sorted((p for p in reports.iterdir() if not p.is_symlink()), key=lambda p: p.stat().st_mtime_ns)
