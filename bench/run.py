@@ -11,9 +11,11 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -23,8 +25,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers import CA_FILE, PROD_URL, VENV_BIN, build_release, run_playbook, serving_version  # noqa: E402
+import requests  # noqa: E402
+
+from helpers import CA_FILE, PROD_URL, VENV_BIN, build_release, run_playbook, secret, serving_version  # noqa: E402
+from loadgen import Load  # noqa: E402
 from modules_harness import run_module  # noqa: E402
+
+REGISTRY = "127.0.0.1:5000"
 
 RESULTS = ROOT / "bench" / "results.json"
 Figure = dict[str, Any]
@@ -105,7 +112,169 @@ def bench_probes() -> Figure:
     }
 
 
+NAIVE_DIR = ROOT / ".sandbox" / "bench" / "naive"
+NAIVE_PORT = 18050
+
+
+def naive_compose(image: str) -> None:
+    NAIVE_DIR.mkdir(parents=True, exist_ok=True)
+    (NAIVE_DIR / "compose.yml").write_text(
+        "name: erni-ki-naive\n"
+        "services:\n"
+        "  app:\n"
+        f"    image: {image}\n"
+        "    pull_policy: never\n"
+        "    network_mode: host\n"
+        "    labels: {erni-deploy.managed: 'true'}\n"
+        f"    environment: {{PORT: '{NAIVE_PORT}', BIND: 127.0.0.1, ALERTMANAGER_WEBHOOK_SECRET: "
+        "'bench-naive-secret-0123456789'}\n")
+    subprocess.run(["docker", "compose", "--project-directory", str(NAIVE_DIR), "up", "-d"],
+                   check=True, capture_output=True, timeout=120)
+
+
+def bench_zero_downtime() -> Figure:
+    """Steady load during a good deploy: erni-deploy's blue-green against a naive recreate."""
+    build_release("5.0.0")
+    build_release("5.0.1")
+    ensure_serving("5.0.0")
+    rate, results = 50, {}
+    # erni-deploy: blue-green through nginx (the rollout alone, no soak)
+    with Load(PROD_URL + "/", rate=rate, max_seconds=120, verify=CA_FILE) as load:
+        time.sleep(2)
+        run = run_playbook("tests/playbooks/rollout.yml", "-i", "inventories/sandbox", "-e", "release_version=5.0.1")
+        time.sleep(2)
+    if run.rc != 0:
+        raise SystemExit(f"the blue-green deploy failed:\n{run.output[-3000:]}")
+    results["erni_deploy"] = {"requests": len(load.samples), "failed": len(load.failures),
+                              "rate": round(load.achieved_rate(), 1)}
+    # naive: one container, recreated in place by `docker compose up -d` with the new image
+    naive_compose(f"{REGISTRY}/erni-ki:5.0.0")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{NAIVE_PORT}/health", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            time.sleep(0.2)
+    with Load(f"http://127.0.0.1:{NAIVE_PORT}/", rate=rate, max_seconds=120) as load:
+        time.sleep(2)
+        naive_compose(f"{REGISTRY}/erni-ki:5.0.1")
+        time.sleep(4)
+    subprocess.run(["docker", "compose", "--project-directory", str(NAIVE_DIR), "down"], capture_output=True,
+                   timeout=120)
+    failed = load.failures
+    results["naive_compose_up"] = {"requests": len(load.samples), "failed": len(failed),
+                                   "rate": round(load.achieved_rate(), 1),
+                                   "outage_s": round(failed[-1].t - failed[0].t, 2) if failed else 0.0}
+    return {**results, "goal": "0 failed requests with erni-deploy, against more than 0 with the naive recreate"}
+
+
+def bench_rollback() -> Figure:
+    """A release that fails 30% of requests, on the production path: how long clients saw errors."""
+    build_release("5.0.0")
+    build_release("5.9.0", "ERROR_RATE=0.3")
+    ensure_serving("5.0.0")
+    records = Path(tempfile.mkdtemp(prefix="erni-bench-records-"))
+    (records / "5.9.0").mkdir()
+    # as if 5.9.0 had passed staging: its fault shows only under production traffic
+    (records / "5.9.0" / "staging.json").write_text(json.dumps(
+        {"release": "5.9.0", "passed": True, "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}))
+    reports = Path(tempfile.mkdtemp(prefix="erni-bench-reports-"))
+    with Load(PROD_URL + "/", rate=20, max_seconds=300, verify=CA_FILE) as load:
+        run = run_playbook("playbooks/production_deployment.yml", "-i", "inventories/sandbox",
+                           "-e", "release_version=5.9.0",
+                           env={"ERNI_RECORDS_DIR": str(records), "ERNI_REPORT_DIR": str(reports)})
+        time.sleep(3)
+    report = json.loads((reports / "latest" / "report.json").read_text())
+    if run.rc == 0 or report["outcome"] != "rolled_back":
+        raise SystemExit(f"5.9.0 was not rolled back (rc {run.rc}, outcome {report['outcome']})")
+    errors = [s for s in load.samples if s.status >= 500 or s.status == 0]
+    return {
+        "client_bad_window_s": round(errors[-1].t - errors[0].t, 2) if errors else 0.0,
+        "client_requests": len(load.samples), "client_errors": len(errors),
+        "detection_to_restore_s": report["rollback"]["seconds"],
+        "trigger": (report["rollback"].get("reason") or "")[:160],
+        "goal": "client-visible bad window <= 30 s",
+    }
+
+
+def bench_pipeline() -> Figure:
+    """A good deploy through every phase with the soak off: seconds per phase."""
+    build_release("5.1.0")
+    reports = Path(tempfile.mkdtemp(prefix="erni-bench-reports-"))
+    records = Path(tempfile.mkdtemp(prefix="erni-bench-records-"))
+    run = run_playbook("deploy.yml", "-i", "inventories/sandbox", "-e", "release_version=5.1.0",
+                       "-e", "soak_enabled=false",
+                       env={"ERNI_RECORDS_DIR": str(records), "ERNI_REPORT_DIR": str(reports)})
+    if run.rc != 0:
+        raise SystemExit(f"the pipeline failed:\n{run.output[-3000:]}")
+    report = json.loads((reports / "latest" / "report.json").read_text())
+
+    def secs(p: dict[str, Any]) -> float:
+        fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
+        return (datetime.strptime(p["ended"], fmt) - datetime.strptime(p["started"], fmt)).total_seconds()
+
+    phases = {p["name"]: round(secs(p), 1) for p in report["phases"]}
+    return {"total_s": round(report["duration_s"], 1), "phases_s": phases,
+            "production_deployment_s": phases.get("Production deployment"),
+            "goal": "a good deploy (soak off) in 90 s or less"}
+
+
+PGBENCH_DB = "erni_bench_pgbench"
+
+
+def bench_backup() -> Figure:
+    """backup_db's dump (with its fingerprint) against plain pg_dump -Fc, pgbench scale 20."""
+    password = secret("production_db_password")
+    env = {**os.environ, "PGPASSWORD": password}
+    conn = ["-h", "127.0.0.1", "-p", "5432", "-U", "openwebui_user"]
+    exists = subprocess.run(["psql", *conn, "-d", "openwebui", "-tAc",
+                             "SELECT 1 FROM pg_database WHERE datname = 'erni_bench_pgbench'"],
+                            env=env, capture_output=True, text=True, check=True).stdout.strip() == "1"
+    if not exists:
+        subprocess.run(["createdb", *conn, PGBENCH_DB], env=env, check=True, capture_output=True)
+        subprocess.run(["pgbench", *conn, "-i", "-s", "20", "-q", PGBENCH_DB], env=env, check=True,
+                       capture_output=True, timeout=600)
+    out = Path(tempfile.mkdtemp(prefix="erni-bench-backup-"))
+    try:
+        plain: list[float] = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            subprocess.run(["pg_dump", *conn, "-Fc", "-f", str(out / "plain.dump"), PGBENCH_DB], env=env,
+                           check=True, capture_output=True, timeout=600)
+            plain.append(time.perf_counter() - t0)
+        args = {"state": "dump", "host": "127.0.0.1", "port": 5432, "database": PGBENCH_DB,
+                "user": "openwebui_user", "password": password, "backup_dir": str(out)}
+        dumps: list[float] = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            res = run_module("pg_backup", args)
+            dumps.append(time.perf_counter() - t0)
+            if res.get("failed"):
+                raise SystemExit(f"pg_backup dump failed: {res.get('msg')}")
+        t0 = time.perf_counter()
+        ver = run_module("pg_backup", {**args, "state": "verify", "backup_file": res["file"]})
+        verify_s = time.perf_counter() - t0
+        if ver.get("failed") or not ver.get("verified"):
+            raise SystemExit(f"pg_backup verify failed: {ver.get('msg')}")
+        return {
+            "pg_dump_s": round(min(plain), 2),
+            "backup_db_dump_s": round(min(dumps), 2),
+            "dump_ratio": round(min(dumps) / min(plain), 2),
+            "verify_restore_s": round(verify_s, 2),
+            "dump_bytes": res.get("bytes"),
+            "rows": sum(t.get("rows_source") or 0 for t in ver.get("tables", [])),
+            "note": "backup_db's dump also takes a consistent table fingerprint and writes sha256 and metadata",
+        }
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
 FIGURES: dict[str, Callable[[], Figure]] = {
+    "zero_downtime": bench_zero_downtime,
+    "rollback": bench_rollback,
+    "pipeline": bench_pipeline,
+    "backup": bench_backup,
     "probes": bench_probes,
 }
 

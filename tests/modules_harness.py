@@ -16,6 +16,7 @@ from typing import Any
 
 import ansible.module_utils
 from ansible.module_utils.testing import patch_module_args
+
 from helpers import ROOT
 
 _UTILS = str(ROOT / "plugins" / "module_utils")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
 from helpers import free_port
 
 STEP = 5.0  # seconds between samples, as the sandbox scrapes

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import requests
+
 from helpers import ROOT, free_port
 
 APP = ROOT / "sandbox" / "app" / "erni_app.py"

@@ -56,6 +56,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import threading
@@ -712,6 +713,12 @@ class CallbackModule(CallbackBase):
         assert run_dir is not None
         report["directory"] = str(run_dir.resolve())
         report["files"] = {"json": "report.json", "markdown": "report.md", "junit": "junit.xml"}
+        # playbooks publish attachments under keys starting with "attachments" (set_stats
+        # replaces lists when it aggregates, so each kind has its own key)
+        published = report.get("published", {})
+        items = [i for k in sorted(published) if k.startswith("attachments")
+                 for i in (published.pop(k) or []) if isinstance(i, Mapping)]
+        report["attachments"] = _attach(items, run_dir)
 
         _write_file(run_dir / "report.json", redactor.text(json.dumps(report, indent=2, ensure_ascii=False) + "\n"))
         _write_file(run_dir / "report.md", redactor.text(render_markdown(report)))
@@ -881,6 +888,27 @@ def _merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
             out[k] = _merge(dict(out[k]), v)
         else:
             out[k] = v
+    return out
+
+
+def _attach(items: Any, run_dir: Path) -> list[dict[str, Any]]:
+    """Copy files the playbooks published (charts, diagnostics) into the report directory."""
+    out: list[dict[str, Any]] = []
+    if not isinstance(items, list):
+        return out
+    for item in items:
+        if not isinstance(item, Mapping) or not item.get("path"):
+            continue
+        src = Path(str(item["path"]))
+        entry: dict[str, Any] = {"title": str(item.get("title") or src.name), "file": src.name}
+        try:
+            if src.is_dir():
+                shutil.copytree(src, run_dir / src.name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(src, run_dir / src.name)
+        except OSError as exc:
+            entry["error"] = f"not copied: {exc.strerror or exc}"
+        out.append(entry)
     return out
 
 
@@ -1086,6 +1114,8 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         add("## Incident: rollback")
         add("")
         add(f"- Reason: {_md(rb.get('reason') or 'not recorded')}")
+        if rb.get("switched_at"):
+            add(f"- Switched to the new release at: {_md(rb['switched_at'])}")
         add(f"- Detected at: {_md(rb.get('detected_at') or '-')}")
         add(f"- Restored at: {_md(rb.get('restored_at') or '-')}")
         secs = rb.get("seconds")
@@ -1095,6 +1125,15 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         add(f"- Rollback time: {_fmt(secs) or '-'} s{within}")
         if r.get("previous_release"):
             add(f"- Serving again: {_md(r['previous_release'])}")
+        measured = rb.get("measured") or []
+        if measured:
+            add("")
+            add("| Metric | Measured | Baseline | Limit | Status | Why |")
+            add("| ------ | -------- | -------- | ----- | ------ | --- |")
+            for m in measured:
+                if isinstance(m, Mapping):
+                    add(f"| {_md(m.get('name'))} | {_fmt(m.get('value')) or '-'} | {_fmt(m.get('baseline')) or '-'} | "
+                        f"{_fmt(m.get('limit')) or '-'} | {_md(m.get('status'))} | {_md(m.get('reason') or '')} |")
         add("")
 
     if r.get("failures"):
@@ -1182,6 +1221,19 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         for host, s in r["hosts"].items():
             add(f"| {_md(host)} | {s['ok']} | {s['changed']} | {s['failed']} | {s['unreachable']} | "
                 f"{s['skipped']} | {s['rescued']} | {s['ignored']} |")
+        add("")
+
+    if r.get("attachments"):
+        add("## Charts and diagnostics")
+        add("")
+        for a in r["attachments"]:
+            if a.get("error"):
+                add(f"- {_md(a['title'])}: {_md(a['error'])}")
+            elif str(a["file"]).endswith(".png"):
+                add(f"![{_md(a['title'])}]({a['file']})")
+                add("")
+            else:
+                add(f"- [{_md(a['title'])}]({a['file']}/)")
         add("")
 
     add("## Files")

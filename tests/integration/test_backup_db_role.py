@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+
 from helpers import PlaybookRun, run_playbook, secret
 
 USER = "openwebui_user"

@@ -12,6 +12,7 @@ import re
 
 import pytest
 import requests
+
 from helpers import (
     CA_FILE,
     PROD_URL,

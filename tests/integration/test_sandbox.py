@@ -6,6 +6,7 @@ import re
 import subprocess
 
 import requests
+
 from helpers import CA_FILE, PROD_URL, ROOT, SANDBOX_DIR, secret
 
 SANDBOX_PORTS = {5000, 5432, 8080, 8081, 8443, 8444, 9090, 9093, 9099}

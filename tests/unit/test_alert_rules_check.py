@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from helpers import ROOT
 from modules_harness import run_module
 from prom import KnownData, PromServer, start_prometheus

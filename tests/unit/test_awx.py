@@ -32,9 +32,10 @@ import ansible_runner
 import pytest
 import yaml
 from dateutil.rrule import rrulestr
-from helpers import ROOT, VENV_BIN
 from jinja2 import StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from helpers import ROOT, VENV_BIN
 
 AWX = ROOT / "awx"
 CONFIGURE = AWX / "configure.yml"

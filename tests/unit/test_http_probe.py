@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from modules_harness import run_module
 from servers import LocalServer, json_route, make_ca
 

@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 import yaml
+
 from helpers import ROOT, VENV_BIN
 from modules_harness import load_module
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers import ROOT, free_port, run_playbook
 from servers import LocalServer
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+
 from helpers import free_port, secret
 from modules_harness import run_module
 

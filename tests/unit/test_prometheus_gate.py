@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from modules_harness import run_module
 from prom import KnownData, PromServer, start_prometheus
 from servers import LocalServer, json_route

@@ -12,6 +12,7 @@ import sys
 import time
 
 import requests
+
 from helpers import free_port
 from refapp import APP, WEBHOOK_SECRET, alert_payload, app, sign, token
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers import ROOT, VENV_BIN, run_playbook
 from servers import LocalServer, json_route
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
 from modules_harness import run_module
 
 SYMBOLS = "!#%&*+-=?@^_~"

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+
 from modules_harness import run_module
 from refapp import WEBHOOK_SECRET, app, sign
 from servers import LocalServer, json_route, make_ca
