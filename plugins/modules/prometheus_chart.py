@@ -9,10 +9,10 @@ DOCUMENTATION = r"""
 module: prometheus_chart
 short_description: Draw PromQL series over a time window as a PNG, with bands and marked events
 description:
-  - Runs a range query per panel and draws the panels one above the other in a PNG
+  - "Runs a range query per panel and draws the panels one above the other in a PNG
     (matplotlib, headless): the series, the baseline as a band (baseline plus or minus the
     tolerance), the limit as a dashed line, and vertical lines for events such as the
-    switch and the rollback.
+    switch and the rollback."
   - Writes the file only when its content would change; check mode draws nothing.
 version_added: "1.0.0"
 author: erni-deploy
