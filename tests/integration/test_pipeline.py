@@ -122,6 +122,17 @@ def test_a_failing_migration_stops_at_staging(records: Path, reports: Path) -> N
     assert serving_version(STAGING_URL) == "2.1.0"
 
 
+def test_manual_rollback_goes_back_to_the_previous_release(records: Path, reports: Path) -> None:
+    state = json.loads((SANDBOX_DIR / "deploy" / "production" / "state.json").read_text())
+    previous = state["previous_release"]
+    assert previous and previous != state["release"]
+    run = play("playbooks/rollback.yml", state["release"], records, reports, "-e", "rollback_reason=test")
+    assert run.rc == 0, run.output[-4000:]
+    assert serving_version() == previous
+    report = latest_report(reports)
+    assert report["outcome"] == "rolled_back" and report["release"] == previous
+
+
 def test_reports_hold_no_secret(reports: Path) -> None:
     secrets = [(SANDBOX_DIR / "secrets" / f).read_text().strip()
                for f in ("production_db_password", "production_webhook_secret", "production_jwt_secret",

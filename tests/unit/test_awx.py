@@ -483,7 +483,8 @@ def test_monitoring_schedules_are_disabled_and_stable_by_default(tmp_path: Path)
     monitoring = first["monitoring"]
     assert monitoring["enabled"] is False
     assert monitoring["extra_data"] == {}
-    assert monitoring["job_template"] == "erni-deploy: 5 post-deployment"
+    assert monitoring["job_template"] == "erni-deploy: monitoring"
+    assert "playbooks/monitor.yml" in (ROOT / "awx" / "vars.yml").read_text()
     # Re-running changes nothing: no rrule depends on the time of the run.
     assert [s["rrule"] for s in monitoring["schedules"]] == [s["rrule"] for s in second["monitoring"]["schedules"]]
     for schedule in monitoring["schedules"]:
