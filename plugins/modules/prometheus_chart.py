@@ -17,10 +17,6 @@ description:
 version_added: "1.0.0"
 author: erni-deploy
 options:
-  prometheus_url:
-    description: Base URL of Prometheus.
-    type: str
-    required: true
   dest:
     description: Path of the PNG to write.
     type: path
@@ -82,26 +78,8 @@ options:
         description: When, Unix seconds.
         type: float
         required: true
-  bearer_token:
-    description: Bearer token for Prometheus.
-    type: str
-  username:
-    description: Basic auth user.
-    type: str
-  password:
-    description: Basic auth password.
-    type: str
-  ca_path:
-    description: CA bundle for Prometheus's certificate.
-    type: path
-  validate_certs:
-    description: Verify Prometheus's TLS certificate.
-    type: bool
-    default: true
-  timeout:
-    description: Seconds to wait for each query.
-    type: float
-    default: 10
+extends_documentation_fragment:
+  - erni_prometheus
 requirements:
   - requests
   - matplotlib

@@ -18,10 +18,6 @@ description:
 version_added: "1.0.0"
 author: erni-deploy
 options:
-  prometheus_url:
-    description: Base URL of Prometheus, for example V(http://127.0.0.1:9090).
-    type: str
-    required: true
   query:
     description: The PromQL expression.
     type: str
@@ -48,26 +44,8 @@ options:
     description: Fail when the query returns no series.
     type: bool
     default: false
-  bearer_token:
-    description: Bearer token for Prometheus.
-    type: str
-  username:
-    description: Basic auth user (ignored when O(bearer_token) is set).
-    type: str
-  password:
-    description: Basic auth password.
-    type: str
-  ca_path:
-    description: CA bundle for Prometheus's certificate.
-    type: path
-  validate_certs:
-    description: Verify Prometheus's TLS certificate.
-    type: bool
-    default: true
-  timeout:
-    description: Seconds to wait for Prometheus.
-    type: float
-    default: 10
+extends_documentation_fragment:
+  - erni_prometheus
 requirements:
   - requests
 """
