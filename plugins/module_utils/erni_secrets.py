@@ -404,8 +404,10 @@ def summarize(verdicts: list[str]) -> dict[str, int]:
             "failed": verdicts.count("fail"), "warned": verdicts.count("warn")}
 
 
-def redactor_for(secrets: list[dict[str, Any]]) -> Redactor:
-    return Redactor(str(s.get("value") or "") for s in secrets)
+def redactor_for(secrets: list[dict[str, Any]], also: Iterable[str] = ()) -> Redactor:
+    """Masks every secret value and the other no_log inputs (given placeholders): masking a
+    piece of one of those would stop Ansible's own no_log masking from finding it whole."""
+    return Redactor([str(s.get("value") or "") for s in secrets] + [str(v or "") for v in also])
 
 
 def audit(secrets: list[dict[str, Any]], placeholders: Iterable[str] = (), rotation_record: str | None = None,
@@ -416,7 +418,8 @@ def audit(secrets: list[dict[str, Any]], placeholders: Iterable[str] = (), rotat
     The task has failed when summary.failed > 0; warnings (a secret with no rotation record, a
     file that could not be scanned) do not fail it.
     """
-    redactor = redactor_for(secrets)
+    placeholders = list(placeholders)
+    redactor = redactor_for(secrets, placeholders)
     if math.isnan(max_age_days) or max_age_days < 0:
         raise AuditInputError(f"max_age_days={max_age_days} must be a number of days, 0 or more")
     try:

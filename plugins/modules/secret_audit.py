@@ -216,7 +216,7 @@ def main() -> None:
     )
     p = module.params
     secrets = p["secrets"] or []
-    redactor = redactor_for(secrets)
+    redactor = redactor_for(secrets, p["placeholders"] or [])
     invocation = {"module_args": redactor.apply(p)}
 
     def refuse(msg: str) -> None:  # fail_json exits
