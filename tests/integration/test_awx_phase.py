@@ -11,13 +11,16 @@ from pathlib import Path
 import ansible_runner
 import pytest
 
-from helpers import ROOT, VENV_BIN, build_release
+from helpers import ROOT, VENV_BIN, build_release, run_playbook
 
 pytestmark = pytest.mark.slow
 
 
 def test_production_preparation_runs_through_ansible_runner(tmp_path: Path) -> None:
     build_release("1.1.0")
+    # the phase inspects what serves: make sure something does
+    rollout = run_playbook("tests/playbooks/rollout.yml", "-i", "inventories/sandbox", "-e", "release_version=1.1.0")
+    assert rollout.rc == 0, rollout.output[-3000:]
     records = tmp_path / "records" / "1.1.0"
     records.mkdir(parents=True)
     (records / "staging.json").write_text(json.dumps(
