@@ -134,7 +134,7 @@ except ImportError:  # pragma: no cover - reported by the module
 SCALE = {"ratio": (100.0, "%"), "s": (1000.0, "ms")}
 
 
-def draw(series_per_panel, panels, marks, start, title):  # type: ignore[no-untyped-def]
+def draw(series_per_panel, panels, marks, start, title):
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.8 * len(panels)), sharex=True, squeeze=False)
     for ax, panel, series in zip([a[0] for a in axes], panels, series_per_panel, strict=True):
         factor, suffix = SCALE.get(panel["unit"] or "", (1.0, panel["unit"] or ""))
