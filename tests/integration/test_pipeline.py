@@ -123,9 +123,14 @@ def test_a_failing_migration_stops_at_staging(records: Path, reports: Path) -> N
 
 
 def test_manual_rollback_goes_back_to_the_previous_release(records: Path, reports: Path) -> None:
+    before = serving_version()
+    build_release("2.5.0")
+    # the rollout alone puts 2.5.0 in front of whatever served, which becomes the previous release
+    run = run_playbook("tests/playbooks/rollout.yml", "-i", "inventories/sandbox", "-e", "release_version=2.5.0")
+    assert run.rc == 0, run.output[-3000:]
     state = json.loads((SANDBOX_DIR / "deploy" / "production" / "state.json").read_text())
     previous = state["previous_release"]
-    assert previous and previous != state["release"]
+    assert (state["release"], previous) == ("2.5.0", before)
     run = play("playbooks/rollback.yml", state["release"], records, reports, "-e", "rollback_reason=test")
     assert run.rc == 0, run.output[-4000:]
     assert serving_version() == previous

@@ -9,7 +9,7 @@ import requests
 
 from helpers import CA_FILE, PROD_URL, ROOT, SANDBOX_DIR, secret
 
-SANDBOX_PORTS = {5000, 5432, 8080, 8081, 8443, 8444, 9090, 9093, 9099}
+SANDBOX_PORTS = {5000, 5432, 8080, 8081, 8090, 8091, 8443, 8444, 9090, 9093, 9099}
 
 
 def listeners() -> list[tuple[str, int]]:
@@ -88,7 +88,7 @@ def test_prometheus_scrapes_itself_and_alertmanager_with_5s_interval() -> None:
 def test_alertmanager_routes_to_the_webhook_receiver_with_bearer_credentials() -> None:
     status = requests.get("http://127.0.0.1:9093/api/v2/status", timeout=5).json()
     config = status["config"]["original"]
-    assert "https://127.0.0.1:8443/webhook" in config
+    assert "http://127.0.0.1:8090/webhook" in config
     assert "credentials_file" in config
     assert secret("production_webhook_secret") not in config
 
