@@ -79,6 +79,7 @@ class Metric:
     baseline: float | None = None
     baseline_query: str | None = None
     baseline_offset: float | None = None
+    baseline_at: float | None = None
     no_data: str = "fail"
     critical: bool = True
     weight: float = 1.0
@@ -88,7 +89,7 @@ class Metric:
     @classmethod
     def from_params(cls, p: dict[str, Any], baselines: dict[str, float] | None, baseline_file: str | None) -> Metric:
         name = p["name"]
-        for key in ("limit", "tolerance", "noise_floor", "baseline", "baseline_offset", "weight"):
+        for key in ("limit", "tolerance", "noise_floor", "baseline", "baseline_offset", "baseline_at", "weight"):
             v = p.get(key)
             if v is not None and not math.isfinite(v):
                 raise GateInputError(f"metric {name!r}: {key}={v} is not a finite number")
@@ -110,12 +111,17 @@ class Metric:
             source = "query"
         if p.get("baseline_offset") is not None:
             source = f"the same query {p['baseline_offset']:g} s earlier"
+        if p.get("baseline_at") is not None:
+            if not p.get("baseline_query"):
+                raise GateInputError(f"metric {name!r}: baseline_at needs a baseline_query to evaluate then")
+            source = f"query at {iso(p['baseline_at'])}"
         if p.get("tolerance") is not None and not source:
             raise GateInputError(f"metric {name!r} has a tolerance but no baseline "
                                  f"(give baseline, baseline_key, baseline_query or baseline_offset)")
         return cls(name=name, query=p["query"], direction=p.get("direction") or "lower", limit=p.get("limit"),
                    tolerance=p.get("tolerance"), noise_floor=p.get("noise_floor") or 0.0, baseline=baseline,
                    baseline_query=p.get("baseline_query"), baseline_offset=p.get("baseline_offset"),
+                   baseline_at=p.get("baseline_at"),
                    no_data=p.get("no_data") or "fail", critical=p.get("critical", True) is not False,
                    weight=p.get("weight") or 1.0, unit=p.get("unit") or "", baseline_source=source)
 
@@ -193,7 +199,7 @@ def measure(client: PrometheusClient, metric: Metric, at: float) -> Measurement:
     baseline, note = metric.baseline, None
     if metric.baseline_query or metric.baseline_offset is not None:
         query = metric.baseline_query or metric.query
-        when = at - (metric.baseline_offset or 0.0)
+        when = metric.baseline_at if metric.baseline_at is not None else at - (metric.baseline_offset or 0.0)
         try:
             base_values, _ = _values(client, query, when)
             baseline = metric.worst(base_values) if base_values else None

@@ -69,6 +69,11 @@ options:
       baseline_offset:
         description: Seconds; the baseline is the metric's own query this much earlier.
         type: float
+      baseline_at:
+        description:
+          - Unix time at which O(metrics[].baseline_query) is evaluated (for example the old colour
+            just before the switch: the pre-deploy window's live figures); default the measurement's time.
+        type: float
       no_data:
         description: What a measurement without data counts as.
         type: str
@@ -235,6 +240,7 @@ METRIC_SPEC = dict(
     baseline_key=dict(type="str", no_log=False),
     baseline_query=dict(type="str"),
     baseline_offset=dict(type="float"),
+    baseline_at=dict(type="float"),
     no_data=dict(type="str", choices=["fail", "pass", "inconclusive"], default="fail"),
     critical=dict(type="bool", default=True),
     weight=dict(type="float", default=1),

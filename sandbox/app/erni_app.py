@@ -258,6 +258,10 @@ class Metrics:
         self.db_latency = Histogram("db_query_duration_seconds", "Database query time",
                                     ["query"], registry=self.registry,
                                     buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1))
+        # Series that alert rules select exist from the start, at zero: a rule on 5xx answers
+        # is not "dead" just because no request has failed yet.
+        for route in ("/", "/api/v1/chats", "/api/v1/models"):
+            self.requests.labels(route, "GET", "500")
         info = Gauge("erni_ki_build_info", "Release that this process serves",
                      ["version", "colour"], registry=self.registry)
         info.labels(VERSION, os.environ.get("COLOUR", "")).set(1)

@@ -324,3 +324,15 @@ def test_runs_in_check_mode(prom: PromServer, known: KnownData) -> None:
     res = run_module("prometheus_gate", {"prometheus_url": prom.url, "time": known.end, "metrics": [
         {"name": "e", "query": ERR.format(c="blue"), "limit": 0.05}]}, check_mode=True)
     assert res["verdict"] == "pass" and res["changed"] is False
+
+
+def test_baseline_from_another_series_at_a_fixed_time(prom: PromServer, known: KnownData) -> None:
+    # the step series before its step (0.2 s) is the baseline of a 0.9 s value now
+    metric = {"name": "step_vs_before", "query": "step_latency_seconds", "baseline_query": "step_latency_seconds",
+              "baseline_at": known.end - 300, "tolerance": 0.10, "noise_floor": 0.01, "unit": "s"}
+    res = gate(prom, known, [metric])
+    m = res["metrics"][0]
+    assert m["baseline"] == 0.2 and m["value"] == 0.9
+    assert res["verdict"] == "fail" and "worse than the baseline" in m["reason"]
+    res = gate(prom, known, [{**metric, "baseline_query": None}])
+    assert res["failed"] is True and "baseline_at needs a baseline_query" in res["msg"]
