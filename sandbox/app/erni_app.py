@@ -245,10 +245,12 @@ class Metrics:
 
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes
+        # `version` tells two releases apart that ran on the same colour (same port) one after
+        # the other: a release's soak must not count its predecessor's errors.
         self.requests = Counter("http_requests_total", "HTTP requests by route and status",
-                                ["route", "method", "status"], registry=self.registry)
+                                ["route", "method", "status", "version"], registry=self.registry)
         self.latency = Histogram("http_request_duration_seconds", "HTTP request latency",
-                                 ["route"], registry=self.registry,
+                                 ["route", "version"], registry=self.registry,
                                  buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
         self.webhook = Histogram("webhook_processing_seconds", "Webhook processing time",
                                  ["endpoint"], registry=self.registry,
@@ -261,7 +263,7 @@ class Metrics:
         # Series that alert rules select exist from the start, at zero: a rule on 5xx answers
         # is not "dead" just because no request has failed yet.
         for route in ("/", "/api/v1/chats", "/api/v1/models"):
-            self.requests.labels(route, "GET", "500")
+            self.requests.labels(route, "GET", "500", VERSION)
         info = Gauge("erni_ki_build_info", "Release that this process serves",
                      ["version", "colour"], registry=self.registry)
         info.labels(VERSION, os.environ.get("COLOUR", "")).set(1)
@@ -339,8 +341,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_json(500, {"detail": "internal error"})
         finally:
             elapsed = time.monotonic() - start
-            self.app.metrics.requests.labels(route, method, str(self._status)).inc()
-            self.app.metrics.latency.labels(route).observe(elapsed)
+            self.app.metrics.requests.labels(route, method, str(self._status), VERSION).inc()
+            self.app.metrics.latency.labels(route, VERSION).observe(elapsed)
             if route != "/metrics":
                 log("ERROR" if self._status >= 500 else "INFO", "request", method=method,
                     path=path, status=self._status, ms=round(elapsed * 1000, 2))

@@ -149,8 +149,8 @@ def test_metrics_count_requests_by_route_and_status(tmp_path) -> None:
         requests.get(base + "/api/v1/models", timeout=2)  # 401
         requests.post(base + "/webhook/gpu", data=body, headers={"X-Signature": sign(body)}, timeout=2)
         text = requests.get(base + "/metrics", timeout=2).text
-    assert 'http_requests_total{method="GET",route="/health",status="200"} 1.0' in text
-    assert 'http_requests_total{method="GET",route="/api/v1/models",status="401"} 1.0' in text
+    assert 'http_requests_total{method="GET",route="/health",status="200",version="9.9.9"} 1.0' in text
+    assert 'http_requests_total{method="GET",route="/api/v1/models",status="401",version="9.9.9"} 1.0' in text
     assert 'webhook_alerts_total{alertname="MetricsTest",endpoint="gpu",status="firing"} 1.0' in text
     assert "webhook_processing_seconds_bucket" in text
     assert 'erni_ki_build_info{colour="",version="9.9.9"} 1.0' in text
