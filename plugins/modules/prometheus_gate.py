@@ -71,8 +71,8 @@ options:
         type: float
       baseline_at:
         description:
-          - Unix time at which O(metrics[].baseline_query) is evaluated (for example the old colour
-            just before the switch: the pre-deploy window's live figures); default the measurement's time.
+          - "Unix time at which O(metrics[].baseline_query) is evaluated (for example the old colour
+            just before the switch, the pre-deploy window's live figures); default the measurement's time."
         type: float
       no_data:
         description: What a measurement without data counts as.
