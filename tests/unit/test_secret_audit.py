@@ -219,6 +219,8 @@ def test_the_same_value_under_two_names_fails_both_naming_each_other() -> None:
 
 def test_a_name_that_contains_part_of_its_value_is_masked() -> None:
     value = strong(30)
+    while "_" in value:     # an underscore in the value would let the mask reach into "key_"
+        value = strong(30)
     name = f"key_{value[3:11]}"
     res = audit({"secrets": [{"name": name, "value": value}]})
     assert res["secrets"][0]["name"] == "key_********"
