@@ -1109,6 +1109,21 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         add(f"- Verified (restored and checked): {_fmt(backup.get('verified')) or 'unknown'}")
         add("")
 
+    k8s = (r.get("published") or {}).get("kubernetes")
+    if isinstance(k8s, Mapping):
+        add("## Kubernetes rollout")
+        add("")
+        add(f"- Deployment: `{_md(k8s.get('deployment') or '-')}`")
+        add(f"- Image: `{_md(k8s.get('image') or '-')}` (before: `{_md(k8s.get('previous_image') or '-')}`)")
+        add(f"- Revision before: {_fmt(k8s.get('revision_before')) or 'none (first deploy)'}; "
+            f"after the rollout: {_fmt(k8s.get('revision_after')) or 'not reached'}")
+        if k8s.get("rolled_back_to_revision") is not None:
+            add(f"- Rolled back to the template of revision {_fmt(k8s['rolled_back_to_revision'])}, "
+                f"now revision {_fmt(k8s.get('revision_now')) or '-'}")
+        if k8s.get("drained_node"):
+            add(f"- Node drained before the update and uncordoned after: {_md(k8s['drained_node'])}")
+        add("")
+
     rb = r.get("rollback") or {}
     if rb.get("triggered"):
         add("## Incident: rollback")
