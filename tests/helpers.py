@@ -37,11 +37,22 @@ class PlaybookRun:
         raise AssertionError(f"no PLAY RECAP in output:\n{self.output[-3000:]}")
 
 
+def playbook_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+            "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1",
+            "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}", **(env or {})}
+
+
+def start_playbook(*args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """ansible-playbook in the background, in its own process group, its output in `log`."""
+    with open(log, "wb") as out:
+        return subprocess.Popen([str(VENV_BIN / "ansible-playbook"), *args], cwd=ROOT, env=playbook_env(env),
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def run_playbook(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> PlaybookRun:
     """Run ansible-playbook from the repository root, as an operator would."""
-    full_env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-                "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1",
-                "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}", **(env or {})}
+    full_env = playbook_env(env)
     t0 = time.monotonic()
     proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), *args], cwd=ROOT, env=full_env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -101,3 +112,13 @@ def chats_fingerprint(env: str = "production") -> tuple[int, str]:
         messages = cur.fetchall()
     digest = hashlib.sha256(json.dumps([chats, messages], default=str).encode()).hexdigest()
     return len(chats), digest
+
+
+def chat_rows(env: str = "production") -> set[tuple[str, ...]]:
+    """Every chat and message as rows: a deploy's smoke tests add some, nothing may go missing."""
+    with db_connect(env) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 'chat', id::text, title, model FROM chats")
+        rows = {tuple(map(str, r)) for r in cur.fetchall()}
+        cur.execute("SELECT 'message', id::text, chat_id::text, content FROM messages")
+        rows |= {tuple(map(str, r)) for r in cur.fetchall()}
+    return rows

@@ -1,0 +1,126 @@
+"""Fault scenarios on the sandbox: every one ends with the chats intact and a known release
+serving (DESIGN.md: nothing lost, always a known state)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT, SANDBOX_DIR, build_release, chat_rows, run_playbook, serving_version, start_playbook
+
+pytestmark = pytest.mark.slow
+
+STATE = SANDBOX_DIR / "deploy" / "production" / "state.json"
+LOCK = SANDBOX_DIR / "deploy" / "production" / "deploy.lock"
+
+
+@pytest.fixture
+def records(tmp_path: Path) -> Callable[[str], dict[str, str]]:
+    """A passing staging record for a release; returns the environment pointing runs at it."""
+    rec, rep = tmp_path / "records", tmp_path / "reports"
+
+    def passed(release: str) -> dict[str, str]:
+        (rec / release).mkdir(parents=True, exist_ok=True)
+        (rec / release / "staging.json").write_text(json.dumps(
+            {"release": release, "passed": True, "finished": "2026-11-27T00:00:00Z"}))
+        return {"ERNI_RECORDS_DIR": str(rec), "ERNI_REPORT_DIR": str(rep)}
+
+    return passed
+
+
+@pytest.fixture
+def known_release(records) -> Iterator[str]:
+    """Production serves 8.0.0 before the scenario; the chats are the same after it."""
+    build_release("8.0.0")
+    if serving_version() != "8.0.0":
+        run = run_playbook("playbooks/production_deployment.yml", "-e", "release_version=8.0.0",
+                           "-e", "soak_enabled=false", env=records("8.0.0"))
+        assert run.rc == 0, run.output[-4000:]
+    before = chat_rows()
+    yield "8.0.0"
+    missing = before - chat_rows()
+    assert not missing, f"the scenario lost chats or messages: {sorted(missing)[:5]}"
+    assert serving_version() in {"8.0.0", "8.1.0", "8.2.0"}, "no known release serves"
+
+
+def deploy_args(release: str) -> list[str]:
+    return ["playbooks/production_deployment.yml", "-e", f"release_version={release}", "-e", "soak_enabled=false"]
+
+
+def wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+def nginx_config_valid() -> bool:
+    cmd = ["nginx", "-t", "-q", "-c", str(SANDBOX_DIR / "nginx" / "nginx.conf"), "-p", str(SANDBOX_DIR / "nginx"),
+           "-e", str(SANDBOX_DIR / "logs" / "nginx-error.log")]
+    return subprocess.run(cmd, capture_output=True, timeout=30, check=False).returncode == 0
+
+
+def upstream_colour_port() -> int:
+    text = (SANDBOX_DIR / "nginx" / "upstreams" / "production.conf").read_text()
+    ports = re.findall(r"server 127\.0\.0\.1:(\d+);", text)
+    assert len(ports) == 1, f"nginx should send production to one colour: {text}"
+    return int(ports[0])
+
+
+def test_a_second_deploy_at_once_is_refused_naming_the_holder(known_release, records, tmp_path: Path) -> None:
+    build_release("8.1.0")
+    env = records("8.1.0")
+    first = start_playbook(*deploy_args("8.1.0"), log=tmp_path / "first.log", env=env)
+    try:
+        wait_for(LOCK.exists, 120, "the first deploy to take the lock")
+        second = run_playbook(*deploy_args("8.1.0"), env=env, timeout=300)
+        assert second.rc != 0
+        assert "another deploy holds the lock" in second.output
+        holder = json.loads(LOCK.read_text())
+        assert f"pid {holder['pid']}" in second.output and holder["run_id"] in second.output
+        # it stopped before changing anything: no backup, no rollout task ran
+        assert "TASK [backup_db" not in second.output and "compose_rollout" not in second.output
+    finally:
+        assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-4000:]
+    assert serving_version() == "8.1.0"
+    assert not LOCK.exists(), "the finished deploy left its lock behind"
+
+
+def test_a_deploy_killed_mid_rollout_is_converged_by_the_next_run(known_release, records, tmp_path: Path) -> None:
+    build_release("8.2.0")
+    env = records("8.2.0")
+    log = tmp_path / "killed.log"
+    victim = start_playbook(*deploy_args("8.2.0"), log=log, env=env)
+    try:
+        wait_for(lambda: "TASK [compose_rollout : Start the colour]" in log.read_text(errors="replace"), 240,
+                 "the rollout to start the new colour")
+        time.sleep(1.0)
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+    assert LOCK.exists(), "the killed run should have left its lock"
+    assert serving_version() in {"8.0.0", "8.2.0"}
+    again = run_playbook(*deploy_args("8.2.0"), env=env, timeout=600)
+    assert again.rc == 0, again.output[-4000:]
+    assert "Took over the deploy lock" in again.output and "no longer exists" in again.output
+    assert serving_version() == "8.2.0"
+    state = json.loads(STATE.read_text())
+    assert state["release"] == "8.2.0"
+    ports = {"blue": 18001, "green": 18002}
+    assert upstream_colour_port() == ports[state["colour"]]
+    assert nginx_config_valid()
+    names = subprocess.run(["docker", "ps", "--format", "{{.Names}} {{.Image}}", "--filter",
+                            "label=erni-deploy.environment=production"], capture_output=True, text=True,
+                           check=True, cwd=ROOT).stdout
+    serving = [line for line in names.splitlines() if line.endswith(":8.2.0")]
+    assert len(serving) == 1, names
