@@ -45,9 +45,11 @@ test-unit: venv ## unit tests only
 test-integration: sandbox ## integration tests only
 	$(PY) -m pytest $(PYTEST_ARGS) tests/integration
 
-lint: venv ## ruff and mypy on the Python code
+lint: venv ## ruff, mypy, yamllint and ansible-lint (production profile)
 	$(VENV)/bin/ruff check plugins tests sandbox bench roles/notify/action_plugins
 	$(VENV)/bin/mypy plugins tests sandbox/app/erni_app.py sandbox/sink/sink.py bench roles/notify/action_plugins
+	$(VENV)/bin/yamllint --strict .
+	$(VENV)/bin/ansible-lint --offline --profile production --nocolor -q
 
 bench: sandbox ## measure the figures the README quotes; writes bench/results.json
 	$(PY) bench/run.py
