@@ -222,6 +222,8 @@ def run(module: AnsibleModule) -> dict[str, Any]:
         holder = read_lock(path) or {}
         module.fail_json(msg=f"another deploy took the lock {path} first: {describe(holder)}",
                          lock=holder, recovered=None)
+    if recovered is not None:
+        module.warn(f"took over the deploy lock {path} of {describe(recovered)}: {recovered['stale_because']}")
     return {"changed": True, "lock": lock, "recovered": recovered}
 
 

@@ -55,6 +55,8 @@ def test_an_expired_lock_is_taken_over_and_reported(tmp_path: Path) -> None:
     res = take(lock, "run-b")
     assert res["changed"] is True and res["recovered"]["run_id"] == "old"
     assert "expired" in res["recovered"]["stale_because"]
+    warned = json.dumps(res["warnings"])
+    assert "took over the deploy lock" in warned and "someone" in warned
     assert json.loads(lock.read_text())["run_id"] == "run-b"
 
 
