@@ -87,13 +87,14 @@ class Metric:
     baseline_source: str = ""
 
     @classmethod
-    def from_params(cls, p: dict[str, Any], baselines: dict[str, float] | None, baseline_file: str | None) -> Metric:
+    def from_params(cls, p: dict[str, Any], baselines: dict[str, float] | None, baseline_file: str | None,
+                    require_baseline: bool = True) -> Metric:
         name = p["name"]
         for key in ("limit", "tolerance", "noise_floor", "baseline", "baseline_offset", "baseline_at", "weight"):
             v = p.get(key)
             if v is not None and not math.isfinite(v):
                 raise GateInputError(f"metric {name!r}: {key}={v} is not a finite number")
-        for key in ("tolerance", "noise_floor", "baseline_offset"):
+        for key in ("limit", "tolerance", "noise_floor", "baseline_offset"):
             if p.get(key) is not None and p[key] < 0:
                 raise GateInputError(f"metric {name!r}: {key}={p[key]} must not be negative")
         if p.get("weight") is not None and p["weight"] <= 0:
@@ -115,7 +116,7 @@ class Metric:
             if not p.get("baseline_query"):
                 raise GateInputError(f"metric {name!r}: baseline_at needs a baseline_query to evaluate then")
             source = f"query at {iso(p['baseline_at'])}"
-        if p.get("tolerance") is not None and not source:
+        if p.get("tolerance") is not None and not source and require_baseline:
             raise GateInputError(f"metric {name!r} has a tolerance but no baseline "
                                  f"(give baseline, baseline_key, baseline_query or baseline_offset)")
         return cls(name=name, query=p["query"], direction=p.get("direction") or "lower", limit=p.get("limit"),

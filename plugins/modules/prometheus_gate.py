@@ -133,6 +133,12 @@ options:
     description: Queries in flight at once.
     type: int
     default: 10
+  validate_only:
+    description:
+      - Check the inputs (metrics, limits, the baseline file, the Prometheus URL) and stop without
+        querying, so a playbook can refuse bad settings before anything changes.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - erni_prometheus
 requirements:
@@ -172,26 +178,35 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+validated:
+  description: True when O(validate_only) checked the inputs and nothing was queried.
+  returned: with O(validate_only)
+  type: bool
+baselines:
+  description: The baseline file's values, as numbers (seconds, fractions).
+  returned: with O(validate_only)
+  type: dict
 verdict:
   description: pass, warn, fail or inconclusive.
-  returned: always
+  returned: unless O(validate_only)
   type: str
 score:
   description: Weighted score from 0 to 100.
-  returned: always
+  returned: unless O(validate_only)
   type: float
 reason:
   description: Why the gate decided as it did.
-  returned: always
+  returned: unless O(validate_only)
   type: str
 metrics:
-  description: One entry per metric with its status, value, baseline, limit, reason and every measurement.
+  description: One entry per metric with its status, value, baseline, limit, reason and every measurement (the
+    metric names only, with O(validate_only)).
   returned: always
   type: list
-  elements: dict
+  elements: raw
 checks:
   description: The metrics in the report's check shape (name, status, value, limit, baseline, reason).
-  returned: always
+  returned: unless O(validate_only)
   type: list
   elements: dict
 measurements_taken:
@@ -264,6 +279,7 @@ def main() -> None:
         fail_on=dict(type="list", elements="str", choices=["fail", "inconclusive", "warn"],
                      default=["fail", "inconclusive"]),
         concurrency=dict(type="int", default=10),
+        validate_only=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     if not HAS_REQUESTS:
@@ -294,7 +310,9 @@ def main() -> None:
             except OSError as exc:
                 raise GateInputError(f"baseline_file {p['baseline_file']} cannot be read: {exc.strerror}") from exc
             baselines = load_baselines(text, p["baseline_file"])
-        metrics = [Metric.from_params(m, baselines, p["baseline_file"]) for m in p["metrics"]]
+        # validating alone, a tolerance may wait for the baseline the run will name later
+        metrics = [Metric.from_params(m, baselines, p["baseline_file"], require_baseline=not p["validate_only"])
+                   for m in p["metrics"]]
     except GateInputError as exc:
         module.fail_json(msg=str(exc))
 
@@ -302,6 +320,10 @@ def main() -> None:
         client = client_from_params(p, module.warn)
     except PrometheusError as exc:
         module.fail_json(msg=str(exc))
+    if p["validate_only"]:
+        client.close()
+        module.exit_json(changed=False, validated=True, metrics=[m.name for m in metrics],
+                         baselines=baselines or {})
     try:
         result = run_gate(client, metrics, count=p["count"], interval=p["interval"],
                           failure_limit=p["failure_limit"], consecutive_error_limit=p["consecutive_error_limit"],

@@ -336,3 +336,41 @@ def test_baseline_from_another_series_at_a_fixed_time(prom: PromServer, known: K
     assert res["verdict"] == "fail" and "worse than the baseline" in m["reason"]
     res = gate(prom, known, [{**metric, "baseline_query": None}])
     assert res["failed"] is True and "baseline_at needs a baseline_query" in res["msg"]
+
+
+# --- validate_only: inputs checked before anything changes, nothing queried ---------------------------
+
+def test_validate_only_accepts_good_inputs_without_querying(tmp_path: Path) -> None:
+    baseline = tmp_path / "staging-baseline.yml"
+    baseline.write_text("Baselines (Staging):\n  api_latency_p95: 450ms\n  error_rate: 0.5%\n")
+    res = run_module("prometheus_gate", {
+        "prometheus_url": "http://127.0.0.1:9",   # nothing listens: validating must not query
+        "baseline_file": str(baseline), "validate_only": True,
+        "metrics": [{"name": "api_latency_p95", "query": "up", "limit": 5, "tolerance": 0.1},
+                    {"name": "error_rate", "query": "up", "limit": 0.05, "tolerance": 0.1, "noise_floor": 0.01}]})
+    assert not res.get("failed"), res
+    assert res["validated"] is True and res["metrics"] == ["api_latency_p95", "error_rate"]
+    assert res["baselines"] == {"api_latency_p95": pytest.approx(0.45), "error_rate": pytest.approx(0.005)}
+
+
+@pytest.mark.parametrize(("metric", "message"), [
+    ({"name": "m", "query": "up", "limit": -1}, "metric 'm': limit=-1.0 must not be negative"),
+    ({"name": "m", "query": "up", "limit": 1, "tolerance": "NaN"}, "metric 'm': tolerance=nan is not a finite number"),
+    ({"name": "m", "query": "up", "limit": 1, "noise_floor": -0.1},
+     "metric 'm': noise_floor=-0.1 must not be negative"),
+])
+def test_validate_only_refuses_bad_limits(metric: dict[str, Any], message: str) -> None:
+    res = run_module("prometheus_gate", {"prometheus_url": "http://127.0.0.1:9", "validate_only": True,
+                                         "metrics": [metric]})
+    assert res["failed"] is True and res["msg"] == message
+
+
+def test_validate_only_refuses_a_malformed_baseline_file_and_a_bad_url(tmp_path: Path) -> None:
+    bad = tmp_path / "b.yml"
+    bad.write_text("Baselines (Staging):\n  p95: fast\n")
+    res = run_module("prometheus_gate", {"prometheus_url": "http://127.0.0.1:9", "validate_only": True,
+                                         "baseline_file": str(bad), "metrics": [{"name": "p95", "query": "up"}]})
+    assert res["failed"] is True and res["msg"].startswith(f"{bad}: p95: 'fast' is not a number")
+    res = run_module("prometheus_gate", {"prometheus_url": "127.0.0.1:9090", "validate_only": True,
+                                         "metrics": [{"name": "p95", "query": "up"}]})
+    assert res["failed"] is True and "is not an http(s) URL" in res["msg"]

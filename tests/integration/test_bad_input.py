@@ -1,0 +1,89 @@
+"""Bad input is refused before anything changes, with the variable named (production path on
+the sandbox): nothing is backed up, nothing is pulled or started, the state file is untouched."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT, SANDBOX_DIR, PlaybookRun, build_release, run_playbook, serving_version
+
+pytestmark = pytest.mark.slow
+
+STATE = SANDBOX_DIR / "deploy" / "production" / "state.json"
+
+
+def deploy(tmp_path: Path, release: str, *extra: str, inventory: str = "inventories/sandbox",
+           baseline: str | None = None) -> PlaybookRun:
+    records = tmp_path / "records"
+    (records / release).mkdir(parents=True, exist_ok=True)
+    (records / release / "staging.json").write_text(json.dumps(
+        {"release": release, "passed": True, "finished": "2026-11-27T00:00:00Z"}))
+    if baseline is not None:
+        (records / release / "staging-baseline.yml").write_text(baseline)
+    return run_playbook("playbooks/production_deployment.yml", "-i", inventory, "-e", f"release_version={release}",
+                        *extra, env={"ERNI_RECORDS_DIR": str(records), "ERNI_REPORT_DIR": str(tmp_path / "reports"),
+                                     "SANDBOX_DIR": str(SANDBOX_DIR)}, timeout=300)
+
+
+@pytest.fixture
+def unchanged() -> object:
+    """The state file and what serves are the same after the refused run."""
+    before = STATE.read_text() if STATE.exists() else None
+    serving = serving_version()
+    yield
+    assert (STATE.read_text() if STATE.exists() else None) == before
+    assert serving_version() == serving
+
+
+def refused_early(run: PlaybookRun, *expected: str) -> None:
+    assert run.rc != 0
+    for text in expected:
+        assert text in run.output, run.output[-3000:]
+    for later in ("TASK [backup_db", "TASK [compose_rollout", "TASK [notify"):
+        assert later not in run.output, f"{later} ran before the bad input was refused"
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    (["-e", "deploy_target=canary"], ["deploy_target is canary, not compose or kubernetes"]),
+    (["-e", "public_url=ftp//wrong"], ["public_url is not an http(s) URL"]),
+    (["-e", "prometheus_url=127.0.0.1:9090"], ["prometheus_url is not an http(s) URL"]),
+    (["-e", "soak_interval=nan"], ["Bad soak settings", "soak_interval=nan"]),
+    (["-e", "soak_failure_limit=-1"], ["soak_failure_limit=-1"]),
+    (["-e", json.dumps({"monitor_metrics": [{"name": "error_rate", "query": "up", "limit": -0.05}]})],
+     ["metric 'error_rate': limit=-0.05 must not be negative"]),
+    (["-e", json.dumps({"monitor_metrics": [{"name": "p95", "query": "up", "limit": 5, "tolerance": "NaN"}]})],
+     ["metric 'p95': tolerance=nan is not a finite number"]),
+], ids=["unknown target", "malformed public URL", "URL without scheme", "NaN interval", "negative limit count",
+        "negative metric limit", "NaN tolerance"])
+def test_bad_settings_are_refused_naming_the_variable(tmp_path: Path, unchanged, extra, expected) -> None:
+    build_release("8.0.0")
+    refused_early(deploy(tmp_path, "8.0.0", *extra), *expected)
+
+
+def test_a_missing_vault_variable_is_named(tmp_path: Path, unchanged) -> None:
+    inventory = tmp_path / "inventory"
+    shutil.copytree(ROOT / "inventories" / "sandbox", inventory)
+    vault = inventory / "group_vars" / "production" / "vault.yml"
+    vault.write_text("".join(line for line in vault.read_text().splitlines(keepends=True)
+                             if not line.startswith("vault_jwt_secret:")))
+    refused_early(deploy(tmp_path, "8.0.0", inventory=str(inventory)), "Missing secret variables: jwt_secret")
+
+
+@pytest.mark.parametrize(("baseline", "expected"), [
+    ("Baselines (Staging):\n  api_latency_p95: fast\n", "api_latency_p95: 'fast' is not a number"),
+    ("Baselines (Staging): [unclosed\n", "is not valid YAML"),
+    ("- just\n- a list\n", "must map metric names to values"),
+], ids=["not a number", "not YAML", "not a mapping"])
+def test_a_malformed_baseline_file_is_refused(tmp_path: Path, unchanged, baseline, expected) -> None:
+    refused_early(deploy(tmp_path, "8.0.0", baseline=baseline), "staging-baseline.yml", expected)
+
+
+def test_a_release_not_in_the_registry_changes_nothing(tmp_path: Path, unchanged) -> None:
+    run = deploy(tmp_path, "0.0.405")
+    assert run.rc != 0
+    assert "127.0.0.1:5000/erni-ki:0.0.405" in run.output
+    assert "TASK [compose_rollout : Start the colour]" not in run.output
