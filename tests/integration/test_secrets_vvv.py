@@ -1,0 +1,74 @@
+"""The whole pipeline at -vvv with every sandbox secret and a planted one: no secret value
+appears in its output, in the reports and records it writes, in the notifications it sent, or
+in the logs of the servers it talked to."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from helpers import SANDBOX_DIR, build_release, run_playbook
+
+pytestmark = pytest.mark.slow
+
+PLANTED = "Planted-LiteLLM-Key-7f3a9c2e5b8d1046"
+
+
+def secret_values() -> dict[str, str]:
+    """Every secret the sandbox generated (tokens, passwords, keys), by file name."""
+    out = {}
+    for f in sorted((SANDBOX_DIR / "secrets").iterdir()):
+        value = f.read_text().strip()
+        if f.name != "rotation.yml" and len(value) >= 8:
+            out[f.name] = value
+    out["planted"] = PLANTED
+    return out
+
+
+def occurrences(text: str, values: dict[str, str]) -> list[str]:
+    return [name for name, value in values.items() if value in text]
+
+
+def test_no_secret_reaches_output_reports_notifications_or_logs(tmp_path: Path) -> None:
+    build_release("8.5.0")
+    records, reports = tmp_path / "records", tmp_path / "reports"
+    sink_before = len(requests.get("http://127.0.0.1:9099/messages", timeout=5).json())
+    # the servers' logs as they were: only what this run adds is looked at
+    log_sizes = {log: log.stat().st_size for log in (SANDBOX_DIR / "logs").glob("*.log")}
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    run = run_playbook("deploy.yml", "-vvv", "-e", "release_version=8.5.0", "-e", "soak_enabled=false",
+                       "-e", f"vault_litellm_api_key={PLANTED}",
+                       env={"ERNI_RECORDS_DIR": str(records), "ERNI_REPORT_DIR": str(reports)}, timeout=900)
+    assert run.rc == 0, run.output[-4000:]
+    values = secret_values()
+    # the run used them: the planted key reached the secrets audit, and the admin token the smoke tests
+    assert "production_litellm_api_key" in run.output and "smoke" in run.output.lower()
+
+    found = {"output": occurrences(run.output, values)}
+    for where in (reports, records):
+        for f in where.rglob("*"):
+            if f.is_file() and f.suffix != ".png":
+                hit = occurrences(f.read_text(errors="replace"), values)
+                if hit:
+                    found[str(f)] = hit
+    sent = requests.get("http://127.0.0.1:9099/messages", timeout=5).json()[sink_before:]
+    assert sent, "the run sent no notification: nothing to check"
+    found["notifications"] = occurrences(json.dumps(sent), values)
+    for log in (SANDBOX_DIR / "logs").glob("*.log"):
+        with open(log, "rb") as fh:
+            fh.seek(log_sizes.get(log, 0))
+            found[log.name] = occurrences(fh.read().decode(errors="replace"), values)
+    containers = subprocess.run(["docker", "ps", "-q", "--filter", "label=erni-deploy.environment"],
+                                capture_output=True, text=True, check=True).stdout.split()
+    for cid in containers:
+        logs = subprocess.run(["docker", "logs", "--since", started, cid], capture_output=True, text=True,
+                              check=False)
+        found[f"container {cid}"] = occurrences(logs.stdout + logs.stderr, values)
+    leaks = {where: names for where, names in found.items() if names}
+    assert leaks == {}, leaks
+    assert len(run.output) > 100_000, "-vvv output was expected to be long"
