@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 
-.PHONY: help venv sandbox sandbox-status sandbox-down demo test test-unit test-integration lint bench clean
+.PHONY: help venv sandbox sandbox-status sandbox-down demo test test-unit test-integration molecule lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -36,8 +36,12 @@ demo: sandbox ## deploy 1.0.0, then 1.1.0, then a release that never becomes hea
 
 COVERAGE := --cov=plugins --cov-report=term --cov-fail-under=85
 
-test: sandbox lint ## lint, then unit and integration tests against the sandbox, with coverage of plugins/
+test: sandbox lint ## lint, unit and integration tests against the sandbox (coverage of plugins/), Molecule
 	$(PY) -m pytest $(COVERAGE) $(PYTEST_ARGS) tests
+	$(MAKE) --no-print-directory molecule
+
+molecule: sandbox ## Molecule scenarios default, rollback (sandbox) and kubernetes (API double), each with check and idempotence
+	$(VENV)/bin/molecule test --all
 
 test-unit: venv ## unit tests only
 	$(PY) -m pytest $(PYTEST_ARGS) tests/unit
