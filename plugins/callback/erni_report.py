@@ -34,8 +34,8 @@
 #   release/environment fall back to the extra vars release_version / deploy_environment,
 #   then to the deploy_environment of the first host of the first play that has one.
 # outcome: erni_report.outcome when set; else rolled_back when erni_report.rollback says a
-#   rollback was triggered; else deployed when no host failed, aborted when one did or the
-#   run was interrupted.
+#   rollback was triggered; else aborted when a host failed or the run was interrupted;
+#   else dry_run for a --check run; else deployed.
 #
 # THE OUTPUT: <report_dir>/<20261127T120000Z>-<environment>-<release>/ with report.json,
 # report.md and junit.xml, and <report_dir>/latest pointing at it (replaced atomically).
@@ -810,6 +810,8 @@ class CallbackModule(CallbackBase):
                 outcome = "rolled_back"
             elif host_failed or self._interrupted:
                 outcome = "aborted"
+            elif context.CLIARGS and context.CLIARGS.get("check", False):
+                outcome = "dry_run"   # --check: nothing was deployed
             else:
                 outcome = "deployed"
 
