@@ -22,7 +22,7 @@ version_added: "1.0.0"
 author: erni-deploy
 options:
   path:
-    description: The lock file on the target.
+    description: The lock file on the target; its directory is made (0750) when missing.
     type: path
     required: true
   state:
@@ -184,8 +184,12 @@ def run(module: AnsibleModule) -> dict[str, Any]:
     path, now = p["path"], time.time()
     if p["ttl"] is None or not p["ttl"] > 0 or p["ttl"] != p["ttl"]:
         module.fail_json(msg=f"ttl must be a positive number of seconds, got {p['ttl']!r}")
-    if not os.path.isdir(os.path.dirname(path) or "."):
-        module.fail_json(msg=f"the lock's directory {os.path.dirname(path)!r} does not exist")
+    directory = os.path.dirname(path) or "."
+    if p["state"] == "present" and not os.path.isdir(directory) and not module.check_mode:
+        try:
+            os.makedirs(directory, mode=0o750, exist_ok=True)
+        except OSError as exc:
+            module.fail_json(msg=f"cannot make the lock's directory {directory!r}: {exc.strerror}")
     current = read_lock(path)
 
     if p["state"] == "absent":

@@ -260,10 +260,15 @@ class Metrics:
         self.db_latency = Histogram("db_query_duration_seconds", "Database query time",
                                     ["query"], registry=self.registry,
                                     buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1))
-        # Series that alert rules select exist from the start, at zero: a rule on 5xx answers
-        # is not "dead" just because no request has failed yet.
-        for route in ("/", "/api/v1/chats", "/api/v1/models"):
-            self.requests.labels(route, "GET", "500", VERSION)
+        # The routes' series exist from the start, at zero (Prometheus' advice for labelled
+        # metrics): a rule on 5xx answers is not "dead" before a request has failed, and a
+        # release's first requests already make a rate, one scrape after they happen.
+        for route, method in (("/", "GET"), ("/api/v1/chats", "GET"), ("/api/v1/models", "GET"),
+                              ("/api/v1/chats", "POST"), ("/api/v1/chats/{id}", "GET"),
+                              ("/api/v1/chats/{id}/messages", "POST"), ("/webhook/critical", "POST")):
+            for status in ("200", "500"):
+                self.requests.labels(route, method, status, VERSION)
+            self.latency.labels(route, VERSION)
         info = Gauge("erni_ki_build_info", "Release that this process serves",
                      ["version", "colour"], registry=self.registry)
         info.labels(VERSION, os.environ.get("COLOUR", "")).set(1)

@@ -97,8 +97,16 @@ def test_check_mode_changes_nothing(tmp_path: Path) -> None:
 def test_bad_input_is_named(tmp_path: Path) -> None:
     assert "ttl must be a positive" in take(tmp_path / "l", "r", ttl=-5)["msg"]
     assert "ttl must be a positive" in take(tmp_path / "l", "r", ttl=float("nan"))["msg"]
-    res = take(tmp_path / "missing" / "l", "r")
-    assert res["failed"] is True and "does not exist" in res["msg"]
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    res = take(blocked / "l", "r")
+    assert res["failed"] is True and "cannot make the lock's directory" in res["msg"]
+
+
+def test_a_missing_directory_is_made(tmp_path: Path) -> None:
+    res = take(tmp_path / "deploy" / "production" / "deploy.lock", "r")
+    assert res["changed"] is True and (tmp_path / "deploy" / "production" / "deploy.lock").exists()
+    assert oct((tmp_path / "deploy" / "production").stat().st_mode & 0o777) == "0o750"
 
 
 def test_a_garbage_lock_file_is_replaced(tmp_path: Path) -> None:
