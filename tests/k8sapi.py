@@ -547,6 +547,18 @@ BY_PATH = {(k.group, k.plural): k for k in KINDS}
 GROUPS = ("apps", "policy")
 
 
+def typed_copy(kind: Kind, body: Any) -> Obj:
+    """A copy of a request body that must be a `kind` object, with its kind and apiVersion set."""
+    if not isinstance(body, dict) or not isinstance(body.get("metadata", {}), dict):
+        raise bad_request(f"the body must be a {kind.kind} object")
+    if body.get("kind") not in (None, kind.kind) or body.get("apiVersion") not in (None, kind.api_version):
+        raise bad_request(f"the body is a {body.get('apiVersion')} {body.get('kind')}, not a "
+                          f"{kind.api_version} {kind.kind}")
+    obj: Obj = copy.deepcopy(body)
+    obj["kind"], obj["apiVersion"] = kind.kind, kind.api_version
+    return obj
+
+
 def resource_list(group: str) -> Obj:
     resources = []
     for kind in (k for k in KINDS if k.group == group):
@@ -1043,13 +1055,7 @@ class Cluster:
     # -- writes --
 
     def _new_object(self, kind: Kind, namespace: str | None, body: Any, now: float) -> Obj:
-        if not isinstance(body, dict):
-            raise bad_request(f"the body must be a {kind.kind} object")
-        if body.get("kind") not in (None, kind.kind) or body.get("apiVersion") not in (None, kind.api_version):
-            raise bad_request(f"the body is a {body.get('apiVersion')} {body.get('kind')}, not a "
-                              f"{kind.api_version} {kind.kind}")
-        obj = copy.deepcopy(body)
-        obj["kind"], obj["apiVersion"] = kind.kind, kind.api_version
+        obj = typed_copy(kind, body)
         meta = obj.setdefault("metadata", {})
         if kind.namespaced:
             if meta.get("namespace") not in (None, namespace):
@@ -1097,13 +1103,7 @@ class Cluster:
 
     def _update(self, kind: Kind, old: Obj, body: Any, now: float, dry_run: bool) -> Obj:
         name = old["metadata"]["name"]
-        if not isinstance(body, dict) or not isinstance(body.get("metadata", {}), dict):
-            raise bad_request(f"the body must be a {kind.kind} object")
-        if body.get("kind") not in (None, kind.kind) or body.get("apiVersion") not in (None, kind.api_version):
-            raise bad_request(f"the body is a {body.get('apiVersion')} {body.get('kind')}, not a "
-                              f"{kind.api_version} {kind.kind}")
-        new = copy.deepcopy(body)
-        new["kind"], new["apiVersion"] = kind.kind, kind.api_version
+        new = typed_copy(kind, body)
         meta = new.setdefault("metadata", {})
         if meta.get("name") not in (None, name):
             raise bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL ({name})")
