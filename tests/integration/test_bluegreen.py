@@ -91,11 +91,15 @@ def test_a_good_release_goes_out_under_load_without_a_failed_request() -> None:
 
 def test_deploying_the_serving_release_again_changes_nothing() -> None:
     before = STATE_FILE.read_text()
-    run = deploy("1.1.0")
+    with Load(PROD_URL + "/api/version", rate=20, max_seconds=120, verify=CA_FILE) as load:
+        run = deploy("1.1.0")
     assert run.rc == 0, run.output[-4000:]
     assert run.recap()["changed"] == 0, run.output[-4000:]
     assert STATE_FILE.read_text() == before
     assert serving_version() == "1.1.0"
+    # and no downtime: every request during the second run was answered by the same release
+    assert len(load.samples) >= 20 and load.failures == [], load.failures[:5]
+    assert {json.loads(s.body)["version"] for s in load.samples} == {"1.1.0"}
 
 
 def test_a_release_that_never_becomes_healthy_is_refused_and_never_serves(nginx_log) -> None:
