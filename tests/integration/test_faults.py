@@ -215,6 +215,7 @@ def test_a_release_that_crashes_on_start_never_serves(known_release, records) ->
 
 def test_alertmanager_down_fails_the_alert_routing_check_clearly(restore_sandbox, tmp_path: Path) -> None:
     build_release("8.4.0")
+    before = chat_rows("staging")
     stop_part("alertmanager")
     run = run_playbook("playbooks/staging.yml", "-e", "release_version=8.4.0", "-e", "soak_enabled=false",
                        env={"ERNI_RECORDS_DIR": str(tmp_path / "records"), "ERNI_REPORT_DIR": str(tmp_path / "rep")},
@@ -223,6 +224,8 @@ def test_alertmanager_down_fails_the_alert_routing_check_clearly(restore_sandbox
     assert "Fire a test alert through Alertmanager" in run.output
     assert "127.0.0.1:9093" in run.output
     assert not (tmp_path / "records" / "8.4.0" / "staging.json").exists(), "a failed staging wrote a pass"
+    assert not before - chat_rows("staging"), "staging lost chats or messages"
+    assert serving_version("https://127.0.0.1:8444") == "8.4.0", "staging should serve the release it deployed"
 
 
 def test_a_full_backup_directory_stops_the_run_before_rollout_and_says_why(known_release, records,
