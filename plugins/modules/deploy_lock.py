@@ -126,7 +126,10 @@ def why_stale(lock: dict[str, Any], now: float) -> str | None:
         expires = 0.0
     if expires <= now:
         return f"it expired at {lock.get('expires_at', '?')}"
-    pid = int(lock.get("pid") or 0)
+    try:
+        pid = int(lock.get("pid") or 0)
+    except (TypeError, ValueError):
+        pid = 0
     if lock.get("controller") and lock.get("controller") == socket.gethostname() and pid:
         if not process_alive(pid):
             return f"its run (pid {pid} on {lock['controller']}) no longer exists"
@@ -140,14 +143,20 @@ def describe(lock: dict[str, Any]) -> str:
 
 
 def write_new(path: str, content: dict[str, Any]) -> bool:
-    """Create the lock file atomically; False when another run created it first."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    """Publish the lock whole: written to a private file first, then linked to its name, which
+    fails when the name exists. Nobody ever reads a half-written lock. False when another run
+    published first."""
+    tmp = f"{path}.{os.getpid()}.new"
+    with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(content, fh, indent=2, sort_keys=True)
         fh.write("\n")
+    os.chmod(tmp, 0o640)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
     return True
 
 
@@ -182,8 +191,8 @@ def take_aside(path: str, stale: dict[str, Any], aside: str) -> bool:
 def run(module: AnsibleModule) -> dict[str, Any]:
     p = module.params
     path, now = p["path"], time.time()
-    if p["ttl"] is None or not p["ttl"] > 0 or p["ttl"] != p["ttl"]:
-        module.fail_json(msg=f"ttl must be a positive number of seconds, got {p['ttl']!r}")
+    if p["ttl"] is None or not 0 < p["ttl"] < 10 * 365 * 86400:
+        module.fail_json(msg=f"ttl must be a positive number of seconds (under ten years), got {p['ttl']!r}")
     directory = os.path.dirname(path) or "."
     if p["state"] == "present" and not os.path.isdir(directory) and not module.check_mode:
         try:

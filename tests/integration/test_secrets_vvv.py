@@ -46,8 +46,11 @@ def test_no_secret_reaches_output_reports_notifications_or_logs(tmp_path: Path) 
                        env={"ERNI_RECORDS_DIR": str(records), "ERNI_REPORT_DIR": str(reports)}, timeout=900)
     assert run.rc == 0, run.output[-4000:]
     values = secret_values()
-    # the run used them: the planted key reached the secrets audit, and the admin token the smoke tests
-    assert "production_litellm_api_key" in run.output and "smoke" in run.output.lower()
+    # the planted key really went through the run: it is in the serving colour's 0600 env file
+    state = json.loads((SANDBOX_DIR / "deploy" / "production" / "state.json").read_text())
+    env_file = SANDBOX_DIR / "deploy" / "production" / state["colour"] / "app.env"
+    assert f"LITELLM_API_KEY='{PLANTED}'" in env_file.read_text()
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
 
     found = {"output": occurrences(run.output, values)}
     for where in (reports, records):

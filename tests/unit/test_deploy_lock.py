@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from modules_harness import run_module
 
 
@@ -115,3 +117,33 @@ def test_a_garbage_lock_file_is_replaced(tmp_path: Path) -> None:
     res = take(lock, "run-b")
     assert res["recovered"]["stale_because"] == "the lock file is unreadable or not a deploy lock"
     assert json.loads(lock.read_text())["run_id"] == "run-b"
+
+
+def test_an_infinite_ttl_is_refused(tmp_path: Path) -> None:
+    assert "ttl must be a positive" in take(tmp_path / "l", "r", ttl=float("inf"))["msg"]
+
+
+RACER = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import pytest
+
+from modules_harness import run_module
+res = run_module("deploy_lock", {{"path": {path!r}, "run_id": sys.argv[1], "owner": sys.argv[1]}})
+print(json.dumps({{"failed": bool(res.get("failed")), "recovered": res.get("recovered")}}))
+"""
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["free lock", "stale lock"])
+def test_of_runs_racing_for_the_lock_exactly_one_gets_it(tmp_path: Path, stale: bool) -> None:
+    lock = tmp_path / "deploy.lock"
+    if stale:
+        lock.write_text(json.dumps({"run_id": "old", "expires_t": time.time() - 1}))
+    script = RACER.format(tests=str(Path(__file__).resolve().parent.parent), path=str(lock))
+    racers = [subprocess.Popen([sys.executable, "-c", script, f"run-{n}"], stdout=subprocess.PIPE, text=True)
+              for n in range(8)]
+    results = [json.loads(p.communicate(timeout=60)[0]) for p in racers]
+    winners = [n for n, r in enumerate(results) if not r["failed"]]
+    assert len(winners) == 1, results
+    assert json.loads(lock.read_text())["run_id"] == f"run-{winners[0]}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy.lock"], "temporary files were left"
