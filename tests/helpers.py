@@ -115,8 +115,13 @@ def chats_fingerprint(env: str = "production") -> tuple[int, str]:
 
 
 def chat_rows(env: str = "production") -> set[tuple[str, ...]]:
-    """Every chat and message as rows: a deploy's smoke tests add some, nothing may go missing."""
+    """Every chat and message as rows: a deploy's smoke tests add some, nothing may go missing.
+    Empty before the environment's first deploy has created the tables."""
     with db_connect(env) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('chats') IS NOT NULL AND to_regclass('messages') IS NOT NULL")
+        row = cur.fetchone()
+        if not (row and row[0]):
+            return set()
         cur.execute("SELECT 'chat', id::text, title, model FROM chats")
         rows = {tuple(map(str, r)) for r in cur.fetchall()}
         cur.execute("SELECT 'message', id::text, chat_id::text, content FROM messages")
