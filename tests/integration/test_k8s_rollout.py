@@ -51,7 +51,7 @@ def deploy(double: KubeAPIDouble, tmp_path: Path) -> Callable[..., tuple[Playboo
         "k8s_rollout_max_surge": 1, "k8s_rollout_max_unavailable": 0,
         "k8s_rollout_progress_deadline_seconds": 4, "k8s_rollout_timeout": 60, "k8s_rollout_poll_seconds": 0.5,
         "public_url": front, "webhook_receiver_url": front, "tls_ca_file": "", "soak_enabled": False,
-        "deploy_lock_path": str(tmp_path / "deploy.lock"),
+        "deploy_lock_path": str(tmp_path / "deploy.lock"), "deploy_root": str(tmp_path / "deploy"),
     }
     (tmp_path / "k8s.json").write_text(json.dumps(settings))
 
