@@ -4,12 +4,17 @@ client and the real kubernetes.core modules where no control plane can run.
 
 Use
 - In Python: `with KubeAPIDouble(token, bad_images=[...], slow_images={image: seconds},
-  erroring_images={image: n}, ready_delay=0.3, nodes=[...]) as api:` then `api.url`,
-  `api.token`, `api.write_kubeconfig(path)`; kubernetes.core takes K8S_AUTH_HOST=api.url,
-  K8S_AUTH_API_KEY=api.token and K8S_AUTH_VERIFY_SSL=false, or K8S_AUTH_KUBECONFIG.
+  erroring_images={image: n}, ready_delay=0.3, nodes=[...], backends={"[ns/]image": url},
+  scrape_targets=path, target_labels={ns: {key: value}}) as api:` then `api.url`, `api.token`,
+  `api.write_kubeconfig(path)`, `api.ingress_url(ns, deployment)`, `api.node_port(ns, deployment)`;
+  kubernetes.core takes K8S_AUTH_HOST=api.url, K8S_AUTH_API_KEY=api.token and
+  K8S_AUTH_VERIFY_SSL=false, or K8S_AUTH_KUBECONFIG.
 - Standalone: `python -m tests.k8sapi --port 0 --token T --bad-image IMAGE --slow-image IMAGE=SECONDS
-  --erroring-image IMAGE=N --ready-delay SECONDS --node NAME --kubeconfig PATH` prints its URL as
-  its first line (and `token T` next when it made the token up) and serves until SIGTERM.
+  --erroring-image IMAGE=N --ready-delay SECONDS --node NAME --kubeconfig PATH --backend [NS/]IMAGE=URL
+  --node-port NS/DEPLOYMENT=PORT --scrape-targets FILE --target-labels NS=key=value[,key=value]`
+  prints its URL as its first line (and `token T` next when it made the token up), then a line
+  `node-port NS/DEPLOYMENT PORT` for each --node-port (PORT 0: any free port), and serves until
+  SIGTERM. --backend, --node-port and --target-labels may be repeated.
 
 What it simulates
 - Authentication: every API request needs `Authorization: Bearer <token>`; anything else is a 401
@@ -25,7 +30,8 @@ What it simulates
   apps/v1 Deployments: create, get, list, update (PUT), patch, delete; deployments/scale (get,
   update, patch) and deployments/status (get).
   apps/v1 ReplicaSets: get, list, delete (written by the controller only).
-  v1 Pods: create, get, list (in a namespace and across namespaces), delete, and pods/eviction.
+  v1 Pods: create, get, list (in a namespace and across namespaces), delete, pods/eviction and
+  pods/log (get).
   v1 Nodes: get, list, update, patch (cordon and uncordon); three Ready nodes by default.
   v1 Namespaces: create, get, list, delete (`default` and `kube-system` exist from the start).
   v1 Services: create, get, list, update, patch, delete (stored with API defaults; the proxy
@@ -71,6 +77,17 @@ What it simulates
   at a given moment does not depend on how often clients poll.
 - Eviction (POST .../pods/{name}/eviction, a policy/v1 Eviction) deletes the pod; its ReplicaSet
   replaces it on a schedulable node.
+- Pod logs: GET /api/v1/namespaces/{ns}/pods/{name}/log answers text/plain, one line for each thing
+  that happened to the container in the simulation, oldest first: the pod scheduled to its node
+  (with its pod IP), the image being pulled, the container started, the container Ready, and for a
+  bad image one line per crash and restart (exit code 1, CrashLoopBackOff), up to the present; empty
+  while the pod is not scheduled. `container` picks the container (400 for one the pod does not
+  have, as kube-apiserver answers), and is required (400) when the pod has more than one;
+  `sinceSeconds` (>= 1, else 422) keeps the lines of that many seconds back,
+  `tailLines` (>= 0) the last N lines, `timestamps=true` puts each line's simulated time in front
+  (RFC 3339 with microseconds, UTC), `previous=true` gives the lines up to the last crash (400 for a
+  container that never crashed). kubernetes.core.k8s_log works against it, by name or by label
+  selector.
 - Service proxy: GET or POST /api/v1/namespaces/{ns}/services/{name}[:{port}]/proxy/{path} goes
   to the Ready pods selected by the Service {name} if there is one, else by the Deployment
   {name}, round-robin: /health answers 200 {"status": "ok"}, /api/version 200 {"version": TAG}
@@ -79,10 +96,25 @@ What it simulates
   erroring image answer 500 on every Nth request they get.
 - A front door per Deployment, as a LoadBalancer Service or an Ingress would be: any method on
   /_ingress/{ns}/{deployment}/{path} goes, without the API token, to the Ready pods of that
-  Deployment, round-robin; for a pod whose image has a backend URL (`backends={image: url}`) the
-  request (method, path, query, headers, body) is forwarded there and the answer returned as is,
-  so real applications answer for the simulated pods; otherwise it answers as the service proxy
-  does. 503 when no pod is Ready; counted in erni_k8s_proxy_requests_total.
+  Deployment, round-robin; for a pod whose image has a backend URL the request (method, path,
+  query, headers, body) is forwarded there and the answer returned as is (redirects are handed
+  back, not followed; no proxy from the environment is used), so real applications answer for the
+  simulated pods; otherwise it answers as the service proxy does. `backends` keys are
+  "{namespace}/{image}", tried first, or "{image}", so that staging and production pods of one
+  image can stand for different application processes. 503 when no pod is Ready, a 404 Status
+  when there is no such Deployment or Service; counted in erni_k8s_proxy_requests_total.
+- Node ports, as a NodePort Service per Deployment would be: `node_port(ns, deployment, port=0)`
+  opens a port on 127.0.0.1 (once per Deployment; a second call returns the same port) whose every
+  request, any method and path, is answered as /_ingress/{ns}/{deployment}/{path} is, without a
+  token: HTTP/1.1 with keep-alive and a Content-Length on every answer (chunked request bodies are
+  read), so an nginx upstream can point at it. Closed by stop().
+- Prometheus service discovery of the pods: with `scrape_targets`, every 0.25 s the simulation is
+  brought to the present and a file_sd JSON file is written with one target group per namespace,
+  Deployment and backend host:port that a Ready pod of that Deployment (owned through its
+  ReplicaSet) uses: {"targets": ["HOST:PORT"], "labels": {"namespace", "deployment", and the
+  namespace's `target_labels`}}. Pods whose image has no backend, pods that are not Ready and pods
+  no Deployment owns give no target. The file is replaced atomically (a temporary file beside it,
+  then a rename) and only when its content changes; it holds [] at start and after stop().
 - Endpoints of the double itself, which need no token and are not in the request log:
   GET /metrics: Prometheus text with the counter erni_k8s_proxy_requests_total{namespace,
   deployment, version, code} of proxied requests (version "" for a 503 with no pod to answer);
@@ -98,9 +130,14 @@ What it does not simulate
   and PartialObjectMetadata output, protobuf and CBOR, aggregated discovery, OpenAPI documents,
   managedFields and field ownership (server-side apply never conflicts, and fields dropped from
   an applied configuration are not removed), strategic-merge directives other than $patch, other
-  API groups and versions, custom resources, Events, pod logs, exec, attach and port-forward.
+  API groups and versions, custom resources, Events, exec, attach and port-forward.
+- Pod logs are lines about the simulation, not the output of any process (not even a backend's);
+  follow=true answers what there is and ends; sinceTime, limitBytes and insecureSkipTLSVerifyBackend
+  are ignored.
 - Containers, images, probes and networking: readiness is a timer; the proxy's answers are made
-  up; Services have no endpoints objects and a Service's port is not checked.
+  up unless a backend stands for the image; Services have no endpoints objects and a Service's port
+  is not checked; node ports are not Service objects (nothing shows in the API) and are on
+  127.0.0.1 only.
 - Graceful termination: deleted and evicted pods vanish at once (no Terminating state,
   deletionTimestamp or finalizers); namespaces are deleted at once with everything in them;
   Foreground propagation is treated as Background.
@@ -118,10 +155,12 @@ import copy
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -201,6 +240,11 @@ def no_such_path() -> ApiError:
 
 def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rfc3339_micro(ts: float) -> str:
+    """RFC 3339 with microseconds, as the timestamps of pod log lines."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def short_hash(text: str, length: int) -> str:
@@ -532,7 +576,7 @@ class Kind:
 
 CRUD = ("create", "delete", "get", "list", "patch", "update")
 POD = Kind("Pod", "pods", "", True, ("create", "delete", "get", "list"), ("po",),
-           (Subresource("eviction", "Eviction", ("create",), "policy", "v1"),))
+           (Subresource("eviction", "Eviction", ("create",), "policy", "v1"), Subresource("log", "Pod", ("get",))))
 NODE = Kind("Node", "nodes", "", False, ("get", "list", "patch", "update"), ("no",))
 NAMESPACE = Kind("Namespace", "namespaces", "", False, ("create", "delete", "get", "list"), ("ns",))
 SERVICE = Kind("Service", "services", "", True, CRUD, ("svc",),
@@ -1582,6 +1626,55 @@ class Cluster:
                                                       "finishedAt": rfc3339(crashed)}}
         return status
 
+    # -- pod logs --
+
+    def pod_log(self, namespace: str, name: str, *, container: str | None = None, since_seconds: int | None = None,
+                tail_lines: int | None = None, timestamps: bool = False, previous: bool = False) -> str:
+        """The log of one container of a pod: a line for each thing that happened to it in the
+        simulation, up to now, oldest first (empty while the pod is not scheduled)."""
+        with self._present() as now:
+            pod = self._require(POD, namespace, name)
+            containers = {str(c.get("name", "")): c for c in pod["spec"].get("containers") or []}
+            if container is None:
+                if len(containers) != 1:
+                    raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
+                                      f"[{' '.join(containers)}]")
+                container = next(iter(containers))
+            elif container not in containers:
+                raise bad_request(f"container {container} is not valid for pod {name}")
+            lines = self._life(pod, containers[container], now)
+            if previous:
+                crashes = [t for t, text in lines if " exited with code " in text]
+                if not crashes:
+                    raise bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
+                lines = [(t, text) for t, text in lines if t <= crashes[-1]]
+            if since_seconds is not None:
+                lines = [(t, text) for t, text in lines if t >= now - since_seconds]
+            if tail_lines is not None:
+                lines = lines[len(lines) - tail_lines:] if tail_lines else []
+            return "".join(f"{rfc3339_micro(t) + ' ' if timestamps else ''}{text}\n" for t, text in lines)
+
+    def _life(self, pod: Obj, container: Obj, now: float) -> list[tuple[float, str]]:
+        """(time, line) for what happened to a container of a pod until `now`: scheduled, image
+        pulled and started, Ready, and for a bad image each crash and restart."""
+        sim = self._sims[pod["metadata"]["uid"]]
+        if sim.scheduled_at is None:
+            return []
+        meta, name = pod["metadata"], container.get("name")
+        image = str(container.get("image", ""))
+        start = sim.scheduled_at
+        lines = [(start, f"pod {meta['namespace']}/{meta['name']} scheduled to node {pod['spec']['nodeName']}, "
+                         f"pod IP {sim.ip}"),
+                 (start, f'container {name}: pulling image "{image}"'),
+                 (start, f'container {name}: started, image "{image}"')]
+        if image in sim.bad:
+            restarts = int((now - start) // self.crash_interval)
+            lines += [(start + n * self.crash_interval, f"container {name}: exited with code 1 (Error), restart {n}, "
+                       "back-off restarting failed container (CrashLoopBackOff)") for n in range(1, restarts + 1)]
+        elif sim.ready(now) and sim.ready_at is not None:
+            lines.append((sim.ready_at, f"container {name}: Ready"))
+        return lines
+
     # -- the service proxy and its metrics --
 
     def proxy(self, namespace: str, service: str, path: str) -> tuple[int, Obj]:
@@ -1611,6 +1704,23 @@ class Cluster:
             pod = pods[self._proxy_cursor[(namespace, deployment)] % len(pods)]
             self._proxy_cursor[(namespace, deployment)] += 1
             return str(pod["spec"]["containers"][0].get("image", ""))
+
+    def ready_pods(self) -> list[tuple[str, str, str]]:
+        """(namespace, Deployment, image of the first container) of each Ready pod a Deployment owns
+        (through its ReplicaSet), in namespace and pod name order."""
+        with self._present() as now:
+            ready = []
+            for pod in self._all(POD):
+                deployment = self._deployment_of(pod) if self._sims[pod["metadata"]["uid"]].ready(now) else None
+                if deployment is not None:
+                    containers = pod["spec"].get("containers") or [{}]
+                    ready.append((pod["metadata"]["namespace"], deployment, str(containers[0].get("image", ""))))
+            return ready
+
+    def answer(self, namespace: str, deployment: str, image: str, path: str) -> tuple[int, Obj]:
+        """The made-up answer of a pod of `image` (as the service proxy gives it)."""
+        with self._lock:
+            return self._answer(namespace, deployment, image, path)
 
     def count(self, namespace: str, deployment: str, image: str, code: int) -> None:
         with self._lock:
@@ -1724,8 +1834,101 @@ class Request:
         return values[0] if values else None
 
 
+@dataclass(frozen=True)
+class Text:
+    """An API answer in text/plain (a pod log) instead of a JSON document."""
+
+    body: str
+
+
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailers", "transfer-encoding", "upgrade", "host", "content-length"})
+TRUE = ("1", "t", "T", "TRUE", "true", "True")  # what Go's strconv.ParseBool takes as true
+Answer = tuple[int, list[tuple[str, str]], bytes]  # status, headers, body
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Hand a backend's redirect back to the client instead of following it, as a proxy does."""
+
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
+# no proxy from the environment and no redirects followed: the backends are local processes
+FORWARDER = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect())
+
+
+def host_port(url: str) -> str:
+    """host:port of a URL, the port defaulted from the scheme (a Prometheus target)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def log_number(request: Request, name: str, pod: str, minimum: int) -> int | None:
+    """An integer PodLogOptions parameter: 400 when it is not a number, 422 when it is too small."""
+    value = request.param(name)
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise bad_request(f"{name}: invalid integer {value!r}") from None
+    if number < minimum:
+        bound = "greater than 0" if minimum == 1 else "greater than or equal to 0"
+        raise ApiError(422, "Invalid", f'PodLogOptions "{pod}" is invalid: {name}: Invalid value: {number}: '
+                       f"must be {bound}")
+    return number
+
+
+class Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive and a Content-Length on every answer; subclasses say what to answer."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "k8sapi-double"
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+    def answer(self, path: str, query: str, body: bytes) -> Answer:
+        raise NotImplementedError
+
+    def read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while size := int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                pass
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def handle_any(self) -> None:
+        body = self.read_body()
+        url = urlsplit(self.path)
+        try:
+            code, headers, payload = self.answer(url.path if url.path.startswith("/") else "/" + url.path,
+                                                 url.query, body)
+        except Exception as e:  # a bug in the double must still answer
+            traceback.print_exc()
+            code, headers, payload = 500, [("Content-Type", "text/plain")], f"the API double failed: {e!r}".encode()
+        self.send_response(code)
+        length = str(len(payload))
+        for name, value in headers:
+            if name.lower() == "content-length":
+                length = value if self.command == "HEAD" else length  # a HEAD answer tells the GET's length
+            else:
+                self.send_header(name, value)
+        if code not in (204, 304) and code >= 200:
+            self.send_header("Content-Length", length)
+        self.end_headers()
+        if self.command != "HEAD" and code not in (204, 304):
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = handle_any
 
 
 class KubeAPIDouble:
@@ -1735,9 +1938,12 @@ class KubeAPIDouble:
                  bad_images: Iterable[str] = (), slow_images: Mapping[str, float] | None = None,
                  erroring_images: Mapping[str, int] | None = None, ready_delay: float = 0.3,
                  crash_interval: float = 1.0, clock: Callable[[], float] = time.time,
-                 backends: Mapping[str, str] | None = None) -> None:
+                 backends: Mapping[str, str] | None = None, scrape_targets: str | Path | None = None,
+                 target_labels: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.token = token or secrets.token_urlsafe(24)
         self.backends = dict(backends or {})
+        self.scrape_targets = Path(scrape_targets) if scrape_targets is not None else None
+        self.target_labels = {namespace: dict(labels) for namespace, labels in (target_labels or {}).items()}
         images = ImageBehaviour()
         images.update({"bad": list(bad_images), "slow": dict(slow_images or {}),
                        "erroring": dict(erroring_images or {})})
@@ -1751,6 +1957,15 @@ class KubeAPIDouble:
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="k8sapi",
                                         daemon=True)
         self._thread.start()
+        self._node_ports: dict[tuple[str, str], ThreadingHTTPServer] = {}
+        self._node_ports_lock = threading.Lock()
+        self._discovery_stop = threading.Event()
+        self._targets_written: str | None = None
+        self._discoverer: threading.Thread | None = None
+        if self.scrape_targets is not None:
+            self._write_targets([], force=True)
+            self._discoverer = threading.Thread(target=self._discover, name="k8sapi-sd", daemon=True)
+            self._discoverer.start()
 
     @property
     def port(self) -> int:
@@ -1767,10 +1982,89 @@ class KubeAPIDouble:
         self.stop()
 
     def stop(self) -> None:
-        if not self._stopped:
-            self._stopped = True
-            self._httpd.shutdown()
-            self._httpd.server_close()
+        """Stop serving: the API, the node ports and the service discovery (leaving `[]` in its file)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._discovery_stop.set()
+        if self._discoverer is not None:
+            self._discoverer.join()
+        with self._node_ports_lock:
+            servers = [self._httpd, *self._node_ports.values()]
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        if self.scrape_targets is not None:
+            self._write_targets([], force=True)
+
+    def node_port(self, namespace: str, deployment: str, port: int = 0) -> int:
+        """Open a port on 127.0.0.1 that answers as the front door to `deployment` does, without a
+        token and without the /_ingress/{namespace}/{deployment} prefix: what a NodePort Service
+        would be. Once per Deployment: a second call returns the port already open. Closed by stop()."""
+        with self._node_ports_lock:
+            if self._stopped:
+                raise RuntimeError("the Kubernetes API double is stopped")
+            server = self._node_ports.get((namespace, deployment))
+            if server is None:
+                server = ThreadingHTTPServer(("127.0.0.1", port), self._node_port_handler(namespace, deployment))
+                server.daemon_threads = True
+                threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True,
+                                 name=f"k8sapi-node-port-{namespace}-{deployment}").start()
+                self._node_ports[(namespace, deployment)] = server
+            return int(server.server_address[1])
+
+    def node_ports(self) -> dict[tuple[str, str], int]:
+        """The open node ports by (namespace, deployment)."""
+        with self._node_ports_lock:
+            return {key: int(server.server_address[1]) for key, server in self._node_ports.items()}
+
+    def backend(self, namespace: str, image: str) -> str | None:
+        """The URL of the real process standing for pods of `image` in `namespace`: the
+        "{namespace}/{image}" entry of `backends`, else the "{image}" one; None without either."""
+        backend = self.backends.get(f"{namespace}/{image}")
+        return backend if backend is not None else self.backends.get(image)
+
+    def scrape_target_groups(self) -> list[Obj]:
+        """Prometheus file_sd target groups for the Ready pods of Deployments that have a backend:
+        one per namespace, Deployment and backend host:port, sorted."""
+        groups: dict[tuple[str, str, str], Obj] = {}
+        for namespace, deployment, image in self.cluster.ready_pods():
+            backend = self.backend(namespace, image)
+            if backend is None:
+                continue
+            target = host_port(backend)
+            groups.setdefault((namespace, deployment, target), {"targets": [target], "labels": {
+                "namespace": namespace, "deployment": deployment, **self.target_labels.get(namespace, {})}})
+        return [groups[key] for key in sorted(groups)]
+
+    def _discover(self) -> None:
+        while True:
+            try:
+                self._write_targets(self.scrape_target_groups())
+            except Exception:  # keep discovering; a failed write is tried again next time
+                traceback.print_exc()
+            if self._discovery_stop.wait(0.25):
+                return
+
+    def _write_targets(self, groups: list[Obj], *, force: bool = False) -> None:
+        """Replace the file_sd file atomically (a temporary file beside it, then os.replace), and
+        only when its content changes."""
+        assert self.scrape_targets is not None
+        text = json.dumps(groups, indent=2) + "\n"
+        if text == self._targets_written and not force:
+            return
+        path = self.scrape_targets
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        self._targets_written = text
 
     def write_kubeconfig(self, path: str | Path, token: str | None = None, namespace: str = "default") -> Path:
         """A kubeconfig (JSON, which YAML readers accept) whose current context is this double."""
@@ -1800,20 +2094,24 @@ class KubeAPIDouble:
         return f"{self.url}/_ingress/{namespace}/{deployment}"
 
     def ingress(self, method: str, path: str, query: str, headers: Mapping[str, str],
-                body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-        """A request through the front door: to a Ready pod's backend (the image's entry in
-        `backends`) with method, path, query, headers and body as sent; without a backend, the
-        made-up answers of the service proxy. 503 when no pod is Ready."""
+                body: bytes) -> Answer:
+        """A request through the front door: to a Ready pod's backend (see `backend`) with method,
+        path, query, headers and body as sent, the backend's answer returned as is (redirects
+        included); without a backend, the made-up answers of the service proxy. 503 when no pod is
+        Ready, a 404 Status when there is no such Deployment or Service."""
         parts = path.split("/", 4)   # ['', '_ingress', ns, deployment, rest of the path]
         namespace, deployment = parts[2], parts[3] if len(parts) > 3 else ""
         target = "/" + (parts[4] if len(parts) > 4 else "")
-        image = self.cluster.ingress_pod(namespace, deployment)
+        try:
+            image = self.cluster.ingress_pod(namespace, deployment)
+        except ApiError as e:
+            return e.code, [("Content-Type", "application/json")], json.dumps(e.status()).encode()
         if image is None:
             self.cluster.count(namespace, deployment, "", 503)
             return 503, [("Content-Type", "application/json")], b'{"detail": "no Ready pod"}'
-        backend = self.backends.get(image)
+        backend = self.backend(namespace, image)
         if backend is None:
-            code, made_up = self.cluster._answer(namespace, deployment, image, target)
+            code, made_up = self.cluster.answer(namespace, deployment, image, target)
             self.cluster.count(namespace, deployment, image, code)
             return code, [("Content-Type", "application/json")], json.dumps(made_up).encode()
         url = backend.rstrip("/") + target + (f"?{query}" if query else "")
@@ -1821,14 +2119,15 @@ class KubeAPIDouble:
         request = urllib.request.Request(url, data=body or None, method=method,  # noqa: S310  test-set backend
                                          headers=forwarded)
         try:
-            with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310  test-set backend
+            with FORWARDER.open(request, timeout=30) as answer:
                 code, out_headers, payload = answer.status, list(answer.headers.items()), answer.read()
         except urllib.error.HTTPError as e:
             code, out_headers, payload = e.code, list(e.headers.items()), e.read()
         except OSError as e:
             code, out_headers, payload = 502, [("Content-Type", "text/plain")], f"backend {url}: {e}".encode()
         self.cluster.count(namespace, deployment, image, code)
-        return code, [(k, v) for k, v in out_headers if k.lower() not in HOP_BY_HOP], payload
+        dropped = HOP_BY_HOP - {"content-length"} if method == "HEAD" else HOP_BY_HOP
+        return code, [(k, v) for k, v in out_headers if k.lower() not in dropped], payload
 
     # -- dispatch --
 
@@ -1852,6 +2151,8 @@ class KubeAPIDouble:
             self._log.append({"method": request.method, "path": request.path,
                               "query": {k: v[0] if len(v) == 1 else v for k, v in request.query.items()},
                               "contentType": request.content_type, "code": code})
+        if isinstance(payload, Text):
+            return code, "text/plain", payload.body.encode()
         return code, "application/json", json.dumps(payload).encode()
 
     def _authorized(self, authorization: str) -> bool:
@@ -1963,6 +2264,14 @@ class KubeAPIDouble:
             if method != "POST":
                 raise not_allowed()
             return 201, self.cluster.evict(namespace, name, decode_json(request.body))
+        if kind is POD and sub == "log":
+            if method != "GET":
+                raise not_allowed()
+            return 200, Text(self.cluster.pod_log(
+                namespace, name, container=request.param("container"),
+                since_seconds=log_number(request, "sinceSeconds", name, 1),
+                tail_lines=log_number(request, "tailLines", name, 0),
+                timestamps=request.param("timestamps") in TRUE, previous=request.param("previous") in TRUE))
         if kind is DEPLOYMENT and sub == "scale":
             if method == "GET":
                 return 200, self.cluster.scale(namespace, name)
@@ -1979,36 +2288,25 @@ class KubeAPIDouble:
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         double = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            server_version = "k8sapi-double"
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-            def handle_any(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                url = urlsplit(self.path)
+        class ApiHandler(Handler):
+            def answer(self, path: str, query: str, body: bytes) -> Answer:
+                if path.startswith("/_ingress/"):
+                    return double.ingress(self.command, path, query, dict(self.headers.items()), body)
                 content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-                if url.path.startswith("/_ingress/"):
-                    code, headers, payload = double.ingress(self.command, url.path, url.query,
-                                                            dict(self.headers.items()), body)
-                else:
-                    request = Request(self.command, url.path, parse_qs(url.query), content_type, body)
-                    code, response_type, payload = double.handle(request, self.headers.get("Authorization") or "")
-                    headers = [("Content-Type", response_type)]
-                self.send_response(code)
-                for name, value in headers:
-                    if name.lower() != "content-length":
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                request = Request(self.command, path, parse_qs(query), content_type, body)
+                code, response_type, payload = double.handle(request, self.headers.get("Authorization") or "")
+                return code, [("Content-Type", response_type)], payload
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
+        return ApiHandler
 
-        return Handler
+    def _node_port_handler(self, namespace: str, deployment: str) -> type[BaseHTTPRequestHandler]:
+        double, prefix = self, f"/_ingress/{namespace}/{deployment}"
+
+        class NodePortHandler(Handler):
+            def answer(self, path: str, query: str, body: bytes) -> Answer:
+                return double.ingress(self.command, prefix + path, query, dict(self.headers.items()), body)
+
+        return NodePortHandler
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -2020,6 +2318,40 @@ def pairs(values: list[str], convert: Callable[[str], Any], flag: str) -> dict[s
         if not sep or not image:
             raise SystemExit(f"{flag} expects IMAGE=VALUE, not {value!r}")
         result[image] = convert(number)
+    return result
+
+
+def backend_pairs(values: list[str]) -> dict[str, str]:
+    """--backend [NS/]IMAGE=URL: split at the first "=" (an image has none, a URL may)."""
+    result = {}
+    for value in values:
+        key, sep, url = value.partition("=")
+        if not sep or not key or not url:
+            raise SystemExit(f"--backend expects [NAMESPACE/]IMAGE=URL, not {value!r}")
+        result[key] = url
+    return result
+
+
+def node_port_pairs(values: list[str]) -> list[tuple[str, str, int]]:
+    """--node-port NS/DEPLOYMENT=PORT (PORT 0: any free port)."""
+    result = []
+    for value in values:
+        m = re.fullmatch(r"([^/=]+)/([^/=]+)=(\d+)", value)
+        if not m:
+            raise SystemExit(f"--node-port expects NAMESPACE/DEPLOYMENT=PORT, not {value!r}")
+        result.append((m[1], m[2], int(m[3])))
+    return result
+
+
+def label_pairs(values: list[str]) -> dict[str, dict[str, str]]:
+    """--target-labels NS=key=value[,key=value]; repeating a namespace adds to its labels."""
+    result: dict[str, dict[str, str]] = {}
+    for value in values:
+        namespace, sep, text = value.partition("=")
+        labels = [item.partition("=") for item in text.split(",")]
+        if not sep or not namespace or not all(key and eq for key, eq, _ in labels):
+            raise SystemExit(f"--target-labels expects NAMESPACE=key=value[,key=value], not {value!r}")
+        result.setdefault(namespace, {}).update({key: label for key, _, label in labels})
     return result
 
 
@@ -2037,16 +2369,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="pods of IMAGE answer every Nth proxied request with 500 (repeat)")
     parser.add_argument("--ready-delay", type=float, default=0.3, help="seconds until a pod is Ready")
     parser.add_argument("--kubeconfig", type=Path, help="write a kubeconfig for the double here")
+    parser.add_argument("--backend", action="append", default=[], metavar="[NS/]IMAGE=URL",
+                        help="forward requests for pods of IMAGE (in namespace NS only, if given) to URL (repeat)")
+    parser.add_argument("--node-port", action="append", default=[], metavar="NS/DEPLOYMENT=PORT",
+                        help="open a node port to DEPLOYMENT on 127.0.0.1:PORT, 0 for any free port; printed as "
+                             "'node-port NS/DEPLOYMENT PORT' (repeat)")
+    parser.add_argument("--scrape-targets", type=Path, metavar="FILE",
+                        help="keep a Prometheus file_sd file of the Ready pods' backends here")
+    parser.add_argument("--target-labels", action="append", default=[], metavar="NS=key=value[,key=value]",
+                        help="extra labels on the scrape targets of namespace NS (repeat)")
     args = parser.parse_args(argv)
+    node_ports = node_port_pairs(args.node_port)
     double = KubeAPIDouble(args.token, port=args.port, nodes=args.node or DEFAULT_NODES,
                            bad_images=args.bad_image, slow_images=pairs(args.slow_image, float, "--slow-image"),
                            erroring_images=pairs(args.erroring_image, int, "--erroring-image"),
-                           ready_delay=args.ready_delay)
+                           ready_delay=args.ready_delay, backends=backend_pairs(args.backend),
+                           scrape_targets=args.scrape_targets, target_labels=label_pairs(args.target_labels))
     if args.kubeconfig:
         double.write_kubeconfig(args.kubeconfig)
     print(double.url, flush=True)
     if not args.token:
         print(f"token {double.token}", flush=True)
+    for namespace, deployment, port in node_ports:
+        print(f"node-port {namespace}/{deployment} {double.node_port(namespace, deployment, port)}", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -3,13 +3,16 @@ kubernetes.core modules run through ansible-playbook: nothing is patched in-proc
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -544,3 +547,279 @@ def test_the_command_line_serves_until_sigterm_and_takes_image_behaviour_at_runt
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+# --- backends per namespace, node ports, service discovery, pod logs --------------------------------
+
+class Echo:
+    """A real HTTP process standing for pods: answers every request with JSON naming itself and
+    echoing what it got; /moved answers a redirect (which a proxy hands back, not follows)."""
+
+    def __init__(self, name: str) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+            def handle_any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                code, payload = (302, b"") if self.path == "/moved" else (200, json.dumps({
+                    "backend": name, "method": self.command, "path": self.path, "body": body.decode(),
+                    "authorization": self.headers.get("Authorization")}).encode())
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                if code == 302:
+                    self.send_header("Location", "/elsewhere")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = handle_any
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.target = f"127.0.0.1:{self.httpd.server_address[1]}"
+
+
+@pytest.fixture
+def echoes() -> Iterator[dict[str, Echo]]:
+    servers = {name: Echo(name) for name in ("staging", "production", "next")}
+    yield servers
+    for server in servers.values():
+        server.httpd.shutdown()
+        server.httpd.server_close()
+
+
+def deploy(kube: Kube, image: str, *, name: str = "erni-ki", namespace: str = "erni", replicas: int = 1) -> None:
+    body = manifest(image, name=name, replicas=replicas)
+    body["metadata"]["namespace"] = namespace
+    kube.create(body)
+
+
+def test_backends_per_namespace_come_before_the_image_entry(echoes: dict[str, Echo], tmp_path: Path) -> None:
+    backends = {f"staging/{GOOD}": echoes["staging"].url, GOOD: echoes["production"].url}
+    with KubeAPIDouble(TOKEN, ready_delay=0, backends=backends) as double:
+        kube = Kube(double, tmp_path / "discovery.json")
+        for namespace in ("staging", "production"):
+            deploy(kube, GOOD, namespace=namespace)
+        deploy(kube, NEXT, name="next", namespace="staging")
+        for namespace in ("staging", "production"):
+            kube.rolled_out(namespace=namespace)
+        kube.rolled_out("next", namespace="staging")
+
+        assert double.backend("staging", GOOD) == echoes["staging"].url
+        assert double.backend("production", GOOD) == echoes["production"].url
+        assert double.backend("staging", NEXT) is None
+        staged = requests.post(double.ingress_url("staging", "erni-ki") + "/api/chats?page=2", data="hello",
+                               headers={"Authorization": "Bearer app-token"}, timeout=5)
+        assert staged.status_code == 200
+        assert staged.json() == {"backend": "staging", "method": "POST", "path": "/api/chats?page=2",
+                                 "body": "hello", "authorization": "Bearer app-token"}
+        produced = requests.get(double.ingress_url("production", "erni-ki") + "/health", timeout=5)
+        assert produced.json()["backend"] == "production"
+        made_up = requests.get(double.ingress_url("staging", "next") + "/api/version", timeout=5)
+        assert made_up.json() == {"version": "1.2.0"}, "no backend: the proxy's made-up answer"
+        missing = requests.get(double.ingress_url("staging", "nothing") + "/health", timeout=5)
+        assert missing.status_code == 404 and missing.json()["reason"] == "NotFound"
+
+
+def test_a_node_port_forwards_every_method_like_the_front_door_until_stopped(
+        echoes: dict[str, Echo], tmp_path: Path) -> None:
+    double = KubeAPIDouble(TOKEN, bad_images=[BAD], ready_delay=0, backends={GOOD: echoes["production"].url})
+    with double:
+        kube = Kube(double, tmp_path / "discovery.json")
+        deploy(kube, GOOD, replicas=2)
+        deploy(kube, BAD, name="broken")
+        deploy(kube, NEXT, name="next")
+        kube.rolled_out()
+        kube.rolled_out("next")
+        port = double.node_port("erni", "erni-ki")
+        assert double.node_port("erni", "erni-ki") == port, "one node port per Deployment"
+        assert double.node_ports() == {("erni", "erni-ki"): port}
+
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        sockets = set()
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+            connection.request(method, "/api/chats/7?x=1", body=f"{method} body".encode())
+            answer = connection.getresponse()
+            assert answer.status == 200 and not answer.will_close, "HTTP/1.1 keep-alive"
+            assert answer.getheader("Content-Length") == str(len(payload := answer.read()))
+            assert json.loads(payload) == {"backend": "production", "method": method, "path": "/api/chats/7?x=1",
+                                           "body": f"{method} body", "authorization": None}
+            sockets.add(id(connection.sock))
+        assert len(sockets) == 1, "every request went over the same connection"
+        connection.request("HEAD", "/health")
+        head = connection.getresponse()
+        assert head.status == 200 and head.read() == b""
+        direct = requests.head(f"{echoes['production'].url}/health", timeout=5)
+        assert head.getheader("Content-Length") == direct.headers["Content-Length"], "the backend's length"
+        moved = requests.get(f"http://127.0.0.1:{port}/moved", allow_redirects=False, timeout=5)
+        assert (moved.status_code, moved.headers["Location"]) == (302, "/elsewhere"), "redirects are handed back"
+        connection.close()
+
+        assert requests.get(f"http://127.0.0.1:{double.node_port('erni', 'broken')}/health", timeout=5
+                            ).status_code == 503
+        assert requests.get(f"http://127.0.0.1:{double.node_port('erni', 'next')}/api/version", timeout=5
+                            ).json() == {"version": "1.2.0"}
+        assert requests.get(f"http://127.0.0.1:{double.node_port('erni', 'none')}/", timeout=5).status_code == 404
+        lines = requests.get(f"{double.url}/metrics", timeout=5).text.splitlines()
+        assert 'erni_k8s_proxy_requests_total{namespace="erni",deployment="erni-ki",version="1.1.0",code="200"} ' \
+               '7' in lines, "six methods and a HEAD"
+        assert 'erni_k8s_proxy_requests_total{namespace="erni",deployment="erni-ki",version="1.1.0",code="302"} ' \
+               '1' in lines
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+    with pytest.raises(RuntimeError):
+        double.node_port("erni", "erni-ki")
+
+
+def test_scrape_targets_list_the_backends_of_ready_pods_and_are_replaced_atomically(
+        echoes: dict[str, Echo], tmp_path: Path) -> None:
+    targets = tmp_path / "sd" / "erni.json"
+    backends = {f"staging/{GOOD}": echoes["staging"].url, GOOD: echoes["production"].url,
+                NEXT: echoes["next"].url, BAD: echoes["next"].url}
+    labels = {"production": {"env": "production", "team": "erni"}}
+    double = KubeAPIDouble(TOKEN, bad_images=[BAD], ready_delay=0.1, backends=backends, scrape_targets=targets,
+                           target_labels=labels)
+    with double:
+        assert json.loads(targets.read_text()) == []
+        kube = Kube(double, tmp_path / "discovery.json")
+        deploy(kube, GOOD, namespace="staging", replicas=2)
+        deploy(kube, GOOD, namespace="production")
+        deploy(kube, BAD, name="broken", namespace="production")
+        deploy(kube, NEXT, name="orphan", namespace="production")
+        kube.rolled_out("orphan", namespace="production")
+        kube.apps.delete_namespaced_deployment("orphan", "production", propagation_policy="Orphan")
+        kube.core.create_namespaced_pod("production", {"metadata": {"name": "loose"}, "spec": {
+            "containers": [{"name": "app", "image": GOOD}]}})
+
+        expected = [
+            {"targets": [echoes["production"].target], "labels": {
+                "namespace": "production", "deployment": "erni-ki", "env": "production", "team": "erni"}},
+            {"targets": [echoes["staging"].target], "labels": {"namespace": "staging", "deployment": "erni-ki"}}]
+        wait_for(lambda: json.loads(targets.read_text()) == expected, timeout=5)
+        assert double.scrape_target_groups() == expected, \
+            "two staging pods, one target; no target for a pod that is not Ready or not a Deployment's"
+        written = targets.stat()
+        time.sleep(0.6)
+        assert (targets.stat().st_ino, targets.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns), \
+            "an unchanged list is not written again"
+
+        with targets.open() as before:
+            kube.apps.patch_namespaced_deployment("erni-ki", "production", {"spec": {"template": {"spec": {
+                "containers": [{"name": "app", "image": NEXT}]}}}})
+            kube.rolled_out(namespace="production")
+            production = {"namespace": "production", "deployment": "erni-ki", "env": "production", "team": "erni"}
+            wait_for(lambda: json.loads(targets.read_text())[0] == {"targets": [echoes["next"].target],
+                                                                    "labels": production}, timeout=5)
+            assert os.fstat(before.fileno()).st_nlink == 0 and json.loads(before.read()) == expected, \
+                "replaced by a rename, not rewritten in place"
+        kube.apps.delete_namespaced_deployment("erni-ki", "staging")
+        wait_for(lambda: len(json.loads(targets.read_text())) == 1, timeout=5)
+    assert json.loads(targets.read_text()) == []
+    assert [p.name for p in targets.parent.iterdir()] == ["erni.json"], "no temporary file left behind"
+
+
+def test_pod_logs_tell_each_pods_simulated_life_to_the_client_and_to_k8s_log(tmp_path: Path) -> None:
+    t0 = 1_800_000_000.0
+    now = [t0]
+    with KubeAPIDouble(TOKEN, bad_images=[BAD], ready_delay=2, clock=lambda: now[0]) as double:
+        kube = Kube(double, tmp_path / "discovery.json")
+        deploy(kube, GOOD)
+        deploy(kube, BAD, name="broken")
+        kube.core.create_namespaced_pod("erni", {"metadata": {"name": "pair"}, "spec": {"containers": [
+            {"name": "app", "image": GOOD}, {"name": "sidecar", "image": "proxy:2"}]}})
+        now[0] += 3.5
+        [good] = kube.pods(label_selector="app=erni-ki")
+        [bad] = kube.pods(label_selector="app=broken")
+        assert "log" in kube.dynamic.resources.get(api_version="v1", kind="Pod").subresources
+
+        def log(pod: str, **options: Any) -> str:
+            return str(kube.core.read_namespaced_pod_log(pod, "erni", **options))
+
+        name, node, ip = good.metadata.name, good.spec.node_name, good.status.pod_ip
+        life = [f"pod erni/{name} scheduled to node {node}, pod IP {ip}",
+                f'container app: pulling image "{GOOD}"', f'container app: started, image "{GOOD}"',
+                "container app: Ready"]
+        assert log(name) == "".join(f"{line}\n" for line in life)
+        stamped = log(name, timestamps=True).splitlines()
+        assert stamped == [f"2027-01-15T08:00:00.000000Z {line}" for line in life[:3]] + [
+            f"2027-01-15T08:00:02.000000Z {life[3]}"]
+        assert log(name, since_seconds=2).splitlines() == ["container app: Ready"]
+        assert log(name, tail_lines=2).splitlines() == life[2:]
+        assert log(name, tail_lines=0) == ""
+
+        crashes = log(bad.metadata.name).splitlines()
+        assert crashes[2] == f'container app: started, image "{BAD}"' and len(crashes) == 6
+        assert crashes[3:] == [f"container app: exited with code 1 (Error), restart {n}, back-off restarting "
+                               "failed container (CrashLoopBackOff)" for n in (1, 2, 3)]
+        assert bad.status.container_statuses[0].restart_count == 3
+        assert log(bad.metadata.name, previous=True) == log(bad.metadata.name)
+        assert log("pair", container="sidecar").splitlines()[-1] == "container sidecar: Ready"
+
+        def refused(pod: str, **options: Any) -> dict[str, Any]:
+            with pytest.raises(ApiException) as caught:
+                log(pod, **options)
+            status: dict[str, Any] = json.loads(str(caught.value.body))
+            assert status["kind"] == "Status" and status["code"] == caught.value.status
+            return status
+
+        assert refused(name, container="nope")["message"] == f"container nope is not valid for pod {name}"
+        assert refused(name, container="nope")["code"] == 400
+        assert refused("pair")["message"] == "a container name must be specified for pod pair, choose one of: " \
+                                             "[app sidecar]"
+        assert refused(name, previous=True)["code"] == 400
+        assert refused(name, since_seconds=0)["reason"] == "Invalid"
+        assert refused("gone")["message"] == 'pods "gone" not found'
+
+        run, r = play(tmp_path, [task("by name", "k8s_log", namespace="erni", name=name),
+                                 task("by label", "k8s_log", namespace="erni", label_selectors=["app=broken"],
+                                      tail_lines=1)], auth_env(double))
+        assert run.rc == 0, run.output[-3000:]
+        assert r["by name"]["log_lines"] == [*life, ""]
+        assert r["by label"]["log_lines"] == [crashes[-1], ""]
+
+
+def test_the_command_line_opens_node_ports_and_keeps_scrape_targets(echoes: dict[str, Echo], tmp_path: Path) -> None:
+    targets = tmp_path / "targets.json"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.k8sapi", "--token", TOKEN, "--ready-delay", "0",
+                             "--backend", f"staging/{GOOD}={echoes['staging'].url}",
+                             "--backend", f"{GOOD}={echoes['production'].url}",
+                             "--node-port", "staging/erni-ki=0", "--node-port", "production/erni-ki=0",
+                             "--scrape-targets", str(targets), "--target-labels", "staging=env=staging,tier=web",
+                             "--target-labels", "staging=team=erni"],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        ports = {}
+        for _ in range(2):
+            word, deployment, port = proc.stdout.readline().split()
+            assert word == "node-port"
+            ports[deployment] = int(port)
+        assert set(ports) == {"staging/erni-ki", "production/erni-ki"}
+        assert json.loads(targets.read_text()) == []
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        for namespace in ("staging", "production"):
+            requests.post(f"{url}/api/v1/namespaces", json={"metadata": {"name": namespace}}, headers=headers,
+                          timeout=5).raise_for_status()
+            body = manifest(GOOD, replicas=1)
+            body["metadata"]["namespace"] = namespace
+            requests.post(f"{url}/apis/apps/v1/namespaces/{namespace}/deployments", json=body, headers=headers,
+                          timeout=5).raise_for_status()
+        wait_for(lambda: len(json.loads(targets.read_text())) == 2, timeout=5)
+        assert json.loads(targets.read_text()) == [
+            {"targets": [echoes["production"].target], "labels": {"namespace": "production", "deployment": "erni-ki"}},
+            {"targets": [echoes["staging"].target], "labels": {
+                "namespace": "staging", "deployment": "erni-ki", "env": "staging", "tier": "web", "team": "erni"}}]
+        for namespace in ("staging", "production"):
+            answer = requests.get(f"http://127.0.0.1:{ports[f'{namespace}/erni-ki']}/health", timeout=5)
+            assert answer.json()["backend"] == namespace
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    assert json.loads(targets.read_text()) == []
