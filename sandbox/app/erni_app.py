@@ -295,10 +295,22 @@ class App:
         self.metrics = Metrics()
 
 
+class Server(ThreadingHTTPServer):
+    """A thread per connection, with a listen backlog a burst of new connections does not
+    overflow (socketserver's default of 5 makes the kernel drop SYNs; clients then wait seconds
+    for the retry)."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "erni-ki"
     sys_version = ""
     protocol_version = "HTTP/1.1"
+    # headers and body are separate writes: on a kept-alive connection Nagle's algorithm would
+    # wait for the client's delayed ACK (~40 ms) before sending the body
+    disable_nagle_algorithm = True
     app: App
 
     # quiet the default stderr access log; we log JSON ourselves
@@ -324,8 +336,7 @@ class Handler(BaseHTTPRequestHandler):
         self._status = status
 
     def read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+        return self._body
 
     def claims(self) -> dict[str, Any] | None:
         auth = self.headers.get("Authorization", "")
@@ -336,6 +347,11 @@ class Handler(BaseHTTPRequestHandler):
     def dispatch(self, method: str) -> None:
         start = time.monotonic()
         self._status = 500
+        # The body is read before any answer, whether a route wants it or not: an answer that
+        # left it unread (a 401 to a POST) would leave its bytes in a kept-alive connection,
+        # where they would be parsed as the next request.
+        length = int(self.headers.get("Content-Length") or 0)
+        self._body = self.rfile.read(length) if length > 0 else b""
         path = self.path.split("?", 1)[0]
         route = path
         try:
@@ -561,8 +577,7 @@ def serve() -> int:
     Handler.app = App()
     bind = os.environ.get("BIND", "127.0.0.1")
     port = int(os.environ.get("PORT", "8080"))
-    server = ThreadingHTTPServer((bind, port), Handler)
-    server.daemon_threads = True
+    server = Server((bind, port), Handler)
     # As PID 1 in a container, SIGTERM is ignored unless handled: stop cleanly so
     # `docker stop` takes milliseconds, not its 10 s kill timeout.
     signal.signal(signal.SIGTERM,

@@ -173,3 +173,14 @@ def test_signin_sets_a_secure_httponly_cookie(tmp_path) -> None:
         assert r.status_code == 200
         cookie = r.headers["Set-Cookie"]
         assert "Secure" in cookie and "HttpOnly" in cookie
+
+
+def test_a_refused_post_leaves_a_kept_alive_connection_in_step() -> None:
+    """A proxy reuses its connections (nginx keepalive, the Kubernetes double's forwarder): the
+    body of a POST answered 401 before it was read must not become the next request."""
+    with app() as base, requests.Session() as session:
+        for path in ("/api/v1/chats", "/api/v1/auths/signin", "/webhook"):
+            refused = session.post(base + path, json={"title": "x" * 200}, timeout=5)
+            assert refused.status_code == 401, (path, refused.text)
+            after = session.get(base + "/api/version", timeout=5)
+            assert after.status_code == 200 and after.json()["version"] == "9.9.9", (path, after.text[:200])
