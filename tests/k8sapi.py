@@ -154,6 +154,7 @@ import argparse
 import copy
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import re
@@ -164,8 +165,6 @@ import tempfile
 import threading
 import time
 import traceback
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -1847,15 +1846,41 @@ TRUE = ("1", "t", "T", "TRUE", "true", "True")  # what Go's strconv.ParseBool ta
 Answer = tuple[int, list[tuple[str, str]], bytes]  # status, headers, body
 
 
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Hand a backend's redirect back to the client instead of following it, as a proxy does."""
+class Forwarder:
+    """HTTP/1.1 to the backends over kept-alive connections, one per backend and serving thread
+    (each client connection of the front door has its thread), so a client that keeps its
+    connection open, as nginx does, keeps one to the backend too; as a proxy does, redirects go
+    back to the client and no proxy from the environment is used. A kept connection the backend
+    closed meanwhile is opened again once."""
 
-    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
-        return None
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def send(self, backend: str, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Answer:
+        url = urlsplit(backend)
+        conns: dict[str, http.client.HTTPConnection] = self._local.__dict__.setdefault("conns", {})
+        path = url.path.rstrip("/") + target
+        while True:
+            conn = conns.pop(url.netloc, None)
+            reused = conn is not None
+            if conn is None:
+                conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
+            try:
+                conn.request(method, path, body=body or None, headers=dict(headers))
+                answer = conn.getresponse()
+                payload = answer.read()
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                if reused:
+                    continue
+                raise
+            if answer.will_close:
+                conn.close()
+            else:
+                conns[url.netloc] = conn
+            return answer.status, answer.getheaders(), payload
 
 
-# no proxy from the environment and no redirects followed: the backends are local processes
-FORWARDER = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect())
 
 
 def host_port(url: str) -> str:
@@ -1882,11 +1907,23 @@ def log_number(request: Request, name: str, pod: str, minimum: int) -> int | Non
     return number
 
 
+class Server(ThreadingHTTPServer):
+    """A thread per connection; a listen backlog a burst of new connections (nginx opening its
+    upstream connections under load) does not overflow, where socketserver's default of 5 makes
+    the kernel drop SYNs and clients wait seconds for the retry."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class Handler(BaseHTTPRequestHandler):
     """HTTP/1.1 with keep-alive and a Content-Length on every answer; subclasses say what to answer."""
 
     protocol_version = "HTTP/1.1"
     server_version = "k8sapi-double"
+    # headers and body leave in separate writes: without TCP_NODELAY a kept-alive client's
+    # delayed ACK would hold each answer for ~40 ms
+    disable_nagle_algorithm = True
 
     def log_message(self, *_args: Any) -> None:
         pass
@@ -1942,6 +1979,7 @@ class KubeAPIDouble:
                  target_labels: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.token = token or secrets.token_urlsafe(24)
         self.backends = dict(backends or {})
+        self._forwarder = Forwarder()
         self.scrape_targets = Path(scrape_targets) if scrape_targets is not None else None
         self.target_labels = {namespace: dict(labels) for namespace, labels in (target_labels or {}).items()}
         images = ImageBehaviour()
@@ -1952,7 +1990,7 @@ class KubeAPIDouble:
         self._log: list[Obj] = []
         self._log_lock = threading.Lock()
         self._stopped = False
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        self._httpd = Server(("127.0.0.1", port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="k8sapi",
                                         daemon=True)
@@ -2006,7 +2044,7 @@ class KubeAPIDouble:
                 raise RuntimeError("the Kubernetes API double is stopped")
             server = self._node_ports.get((namespace, deployment))
             if server is None:
-                server = ThreadingHTTPServer(("127.0.0.1", port), self._node_port_handler(namespace, deployment))
+                server = Server(("127.0.0.1", port), self._node_port_handler(namespace, deployment))
                 server.daemon_threads = True
                 threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True,
                                  name=f"k8sapi-node-port-{namespace}-{deployment}").start()
@@ -2116,14 +2154,10 @@ class KubeAPIDouble:
             return code, [("Content-Type", "application/json")], json.dumps(made_up).encode()
         url = backend.rstrip("/") + target + (f"?{query}" if query else "")
         forwarded = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
-        request = urllib.request.Request(url, data=body or None, method=method,  # noqa: S310  test-set backend
-                                         headers=forwarded)
         try:
-            with FORWARDER.open(request, timeout=30) as answer:
-                code, out_headers, payload = answer.status, list(answer.headers.items()), answer.read()
-        except urllib.error.HTTPError as e:
-            code, out_headers, payload = e.code, list(e.headers.items()), e.read()
-        except OSError as e:
+            code, out_headers, payload = self._forwarder.send(backend, method, target + (f"?{query}" if query else ""),
+                                                              forwarded, body)
+        except (http.client.HTTPException, OSError) as e:
             code, out_headers, payload = 502, [("Content-Type", "text/plain")], f"backend {url}: {e}".encode()
         self.cluster.count(namespace, deployment, image, code)
         dropped = HOP_BY_HOP - {"content-length"} if method == "HEAD" else HOP_BY_HOP
