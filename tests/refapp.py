@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,23 +31,27 @@ def app(**env: str) -> Iterator[str]:
                 "ALERTMANAGER_WEBHOOK_SECRET": WEBHOOK_SECRET, "JWT_SECRET": JWT_SECRET,
                 # nothing listens here: routes that need the database fail, the rest work
                 "OPENWEBUI_DB_PORT": str(free_port()), **env}
-    proc = subprocess.Popen([sys.executable, str(APP), "serve"], env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                requests.get(base + "/api/version", timeout=0.5)
-                break
-            except requests.ConnectionError as exc:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"app did not start: {proc.stdout.read() if proc.stdout else ''}") from exc
-                time.sleep(0.05)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=5)
+    # The app logs a line per request: into a file, as a pipe nobody reads would fill up under
+    # load and block the app mid-answer.
+    with tempfile.TemporaryFile(mode="w+") as output:
+        proc = subprocess.Popen([sys.executable, str(APP), "serve"], env=full_env,
+                                stdout=output, stderr=subprocess.STDOUT, text=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    requests.get(base + "/api/version", timeout=0.5)
+                    break
+                except requests.ConnectionError as exc:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        output.seek(0)
+                        raise AssertionError(f"app did not start: {output.read()[-4000:]}") from exc
+                    time.sleep(0.05)
+            yield base
+        finally:
+            proc.terminate()
+            proc.wait(timeout=5)
 
 
 def token(role: str, tmp_path: Path, ttl: int = 0) -> str:
