@@ -577,7 +577,7 @@ CRUD = ("create", "delete", "get", "list", "patch", "update")
 POD = Kind("Pod", "pods", "", True, ("create", "delete", "get", "list"), ("po",),
            (Subresource("eviction", "Eviction", ("create",), "policy", "v1"), Subresource("log", "Pod", ("get",))))
 NODE = Kind("Node", "nodes", "", False, ("get", "list", "patch", "update"), ("no",))
-NAMESPACE = Kind("Namespace", "namespaces", "", False, ("create", "delete", "get", "list"), ("ns",))
+NAMESPACE = Kind("Namespace", "namespaces", "", False, ("create", "delete", "get", "list", "patch", "update"), ("ns",))
 SERVICE = Kind("Service", "services", "", True, CRUD, ("svc",),
                (Subresource("proxy", "ServiceProxyOptions", ("create", "get")),))
 DEPLOYMENT = Kind("Deployment", "deployments", "apps", True, CRUD, ("deploy",),

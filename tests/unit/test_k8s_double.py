@@ -823,3 +823,18 @@ def test_the_command_line_opens_node_ports_and_keeps_scrape_targets(echoes: dict
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     assert json.loads(targets.read_text()) == []
+
+
+def test_k8s_present_creates_a_namespace_and_leaves_an_existing_one_unchanged(double: KubeAPIDouble,
+                                                                               tmp_path: Path) -> None:
+    """kubernetes.core.k8s patches an object that exists (PATCH on namespaces, as the API allows)."""
+    def namespace(name: str) -> dict[str, Any]:
+        return task(name, "k8s", state="present",
+                    definition={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+    run, results = play(tmp_path, [namespace("default"), namespace("fresh"), namespace("fresh")], auth_env(double))
+    assert run.rc == 0, run.output[-3000:]
+    assert results["default"]["changed"] is False and results["default"]["method"] == "update"
+    assert results["fresh"]["changed"] is False and results["fresh"]["method"] == "update"
+    methods = [(m, p) for m, p, _ in writes(double)]
+    assert ("POST", "/api/v1/namespaces") in methods and ("PATCH", "/api/v1/namespaces/fresh") in methods
