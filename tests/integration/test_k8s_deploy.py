@@ -169,6 +169,24 @@ def test_deploy_yml_rolls_out_to_kubernetes_through_every_phase(cluster) -> None
                for c in checks)
 
 
+def test_a_dry_run_on_kubernetes_changes_nothing(cluster) -> None:
+    double = cluster["double"]
+    before = {env: deployment(double, env) for env in ENVIRONMENTS}
+    states = {env: state(env) for env in ENVIRONMENTS}
+    seen = len(double.requests())
+    run, report = deploy(cluster, "deploy.yml", FIRST, "--check", "--diff")
+    assert run.rc == 0, run.output[-6000:]
+    assert report["check_mode"] is True and report["outcome"] == "dry_run"
+    # dry-run requests are allowed; nothing was written for real
+    writes = [r for r in double.requests()[seen:]
+              if r["method"] not in ("GET",) and r["query"].get("dryRun") != "All"]
+    assert writes == []
+    for env in ENVIRONMENTS:
+        assert deployment(double, env)["metadata"]["resourceVersion"] == before[env]["metadata"]["resourceVersion"]
+        assert state(env) == states[env]
+    assert serving_version() == SECOND
+
+
 def test_a_release_that_fails_the_gate_is_rolled_back_in_staging(cluster) -> None:
     double = cluster["double"]
     serving = image_of(deployment(double, "staging"))
