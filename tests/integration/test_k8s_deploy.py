@@ -187,7 +187,7 @@ def test_a_dry_run_on_kubernetes_changes_nothing(cluster) -> None:
     assert serving_version() == SECOND
 
 
-def test_a_release_that_fails_the_gate_is_rolled_back_in_staging(cluster) -> None:
+def test_an_erroring_release_is_rolled_back_in_staging(cluster) -> None:
     double = cluster["double"]
     serving = image_of(deployment(double, "staging"))
     good = revision(deployment(double, "staging"))
