@@ -33,7 +33,8 @@ What it simulates
   v1 Pods: create, get, list (in a namespace and across namespaces), delete, pods/eviction and
   pods/log (get).
   v1 Nodes: get, list, update, patch (cordon and uncordon); three Ready nodes by default.
-  v1 Namespaces: create, get, list, delete (`default` and `kube-system` exist from the start).
+  v1 Namespaces: create, get, list, patch, update, delete (`default` and `kube-system` exist from the
+  start).
   v1 Services: create, get, list, update, patch, delete (stored with API defaults; the proxy
   uses their selector), and services/proxy (below).
   policy/v1 PodDisruptionBudgets: get and list, always empty.
@@ -1850,8 +1851,13 @@ class Forwarder:
     """HTTP/1.1 to the backends over kept-alive connections, one per backend and serving thread
     (each client connection of the front door has its thread), so a client that keeps its
     connection open, as nginx does, keeps one to the backend too; as a proxy does, redirects go
-    back to the client and no proxy from the environment is used. A kept connection the backend
-    closed meanwhile is opened again once."""
+    back to the client and no proxy from the environment is used. A kept connection that the
+    backend closed meanwhile is opened again once, as nginx does: when the request could not be
+    sent, or when the backend closed it without answering an idempotent request (a POST is never
+    sent twice)."""
+
+    IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+    STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -1865,13 +1871,15 @@ class Forwarder:
             reused = conn is not None
             if conn is None:
                 conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
+            sent = False
             try:
                 conn.request(method, path, body=body or None, headers=dict(headers))
+                sent = True
                 answer = conn.getresponse()
                 payload = answer.read()
-            except (http.client.HTTPException, OSError):
+            except (http.client.HTTPException, OSError) as e:
                 conn.close()
-                if reused:
+                if reused and isinstance(e, self.STALE) and (not sent or method in self.IDEMPOTENT):
                     continue
                 raise
             if answer.will_close:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +24,7 @@ from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
 
 from helpers import ROOT, PlaybookRun, free_port, run_playbook
-from k8sapi import KubeAPIDouble
+from k8sapi import Forwarder, KubeAPIDouble
 
 TOKEN = "k8s-double-test-token-0123456789"
 GOOD, NEXT, BAD, ERRORING = "erni-ki:v1.1.0", "erni-ki:v1.2.0", "erni-ki:v9.9.9", "erni-ki:v1.3.0-rc1"
@@ -838,3 +840,46 @@ def test_k8s_present_creates_a_namespace_and_leaves_an_existing_one_unchanged(do
     assert results["fresh"]["changed"] is False and results["fresh"]["method"] == "update"
     methods = [(m, p) for m, p, _ in writes(double)]
     assert ("POST", "/api/v1/namespaces") in methods and ("PATCH", "/api/v1/namespaces/fresh") in methods
+
+
+def test_the_forwarder_resends_an_idempotent_request_on_a_stale_connection_but_never_a_post() -> None:
+    """A backend that closes a kept-alive connection at its second request without answering:
+    a GET is sent again on a new connection, a POST fails (it may have been acted on)."""
+    seen: list[str] = []
+
+    def serve(conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as reader:
+            for number in (1, 2):
+                head = b"".join(iter(reader.readline, b"\r\n"))
+                if not head:
+                    return
+                found = re.search(rb"(?i)content-length: *(\d+)", head)
+                reader.read(int(found.group(1)) if found else 0)
+                seen.append(head.split(b" ", 1)[0].decode())
+                if number == 2:
+                    return   # closed without an answer
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    forwarder, backend = Forwarder(), f"http://127.0.0.1:{port}"
+    try:
+        assert forwarder.send(backend, "POST", "/chats", {}, b"{}")[0] == 200
+        with pytest.raises(http.client.RemoteDisconnected):
+            forwarder.send(backend, "POST", "/chats", {}, b"{}")
+        assert seen == ["POST", "POST"], "the POST was not sent again"
+        assert forwarder.send(backend, "GET", "/health", {}, b"")[0] == 200
+        assert forwarder.send(backend, "GET", "/health", {}, b"")[2] == b"ok"
+        assert seen[2:] == ["GET", "GET", "GET"], "the GET went again on a new connection"
+    finally:
+        listener.close()
