@@ -350,7 +350,12 @@ class Handler(BaseHTTPRequestHandler):
         # The body is read before any answer, whether a route wants it or not: an answer that
         # left it unread (a 401 to a POST) would leave its bytes in a kept-alive connection,
         # where they would be parsed as the next request.
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            self.send_json(400, {"detail": "bad Content-Length"})
+            return
         self._body = self.rfile.read(length) if length > 0 else b""
         path = self.path.split("?", 1)[0]
         route = path
