@@ -174,3 +174,16 @@ def test_bad_credentials_or_an_unreachable_api_fail_before_anything_changes(doub
     writes = [r for r in double.requests()[seen:] if r["method"] not in ("GET",)]
     assert writes == []
     assert deployment(double)["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_a_dry_run_of_a_first_deploy_into_a_new_namespace_writes_nothing(double, deploy) -> None:
+    seen = len(double.requests())
+    run, report = deploy(GOOD, "--check", "-e", "k8s_rollout_namespace=erni-ki-new")
+    assert run.rc == 0, run.output[-5000:]
+    assert report["outcome"] == "dry_run"
+    assert [r for r in double.requests()[seen:]
+            if r["method"] != "GET" and r["query"].get("dryRun") != "All"] == []
+    r = requests.get(f"{double.url}/api/v1/namespaces/erni-ki-new", headers={"Authorization": f"Bearer {double.token}"},
+                     timeout=5)
+    assert r.status_code == 404
+
