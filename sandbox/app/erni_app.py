@@ -10,6 +10,8 @@ Fault knobs are read from the environment, so a bad release can be baked into
 a real image (see sandbox/bin/build-release):
   ERROR_RATE          fraction of /api requests answered 500
   EXTRA_LATENCY_MS    added to every /api and /webhook request
+  WARMUP_LATENCY_MS   added to the same requests while the process is younger than WARMUP_SECONDS
+  WARMUP_SECONDS      how long that lasts (a cold start: slow first requests, then normal ones)
   HEALTH_FAIL         /health answers 503
   STARTUP_DELAY_S     /health answers 503 for this many seconds after start
   CRASH_ON_START      the server exits at once with status 1
@@ -47,14 +49,17 @@ MODELS = [
 ]
 
 
-def env_float(name: str, default: float = 0.0) -> float:
+def env_float(name: str, default: float = 0.0, minimum: float | None = None) -> float:
     raw = os.environ.get(name, "")
     if raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         sys.exit(f"{name}={raw!r} is not a number")
+    if minimum is not None and not value >= minimum:  # also refuses nan
+        sys.exit(f"{name}={raw!r} must be {minimum:g} or more")
+    return value
 
 
 def env_flag(name: str) -> bool:
@@ -286,6 +291,8 @@ class App:
         self.started = time.monotonic()
         self.error_rate = env_float("ERROR_RATE")
         self.extra_latency = env_float("EXTRA_LATENCY_MS") / 1000.0
+        self.warmup_latency = env_float("WARMUP_LATENCY_MS", minimum=0) / 1000.0
+        self.warmup_seconds = env_float("WARMUP_SECONDS", minimum=0)
         self.startup_delay = env_float("STARTUP_DELAY_S")
         self.health_fail = env_flag("HEALTH_FAIL")
         self.webhook_reject_all = env_flag("WEBHOOK_REJECT_ALL")
@@ -293,6 +300,14 @@ class App:
         self.jwt_secret = os.environ.get("JWT_SECRET", "")
         self.db = Database()
         self.metrics = Metrics()
+
+    def injected_latency(self) -> float:
+        """Seconds to hold a request on the user-facing routes: EXTRA_LATENCY_MS always, plus
+        WARMUP_LATENCY_MS while the process is younger than WARMUP_SECONDS."""
+        delay = self.extra_latency
+        if self.warmup_latency and time.monotonic() - self.started < self.warmup_seconds:
+            delay += self.warmup_latency
+        return delay
 
 
 class Server(ThreadingHTTPServer):
@@ -405,8 +420,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.webhook(method, path)
         # Fault knobs act on what users use (the page and the API); the status routes above
         # stay truthful so monitoring can see the faults.
-        if app.extra_latency:
-            time.sleep(app.extra_latency)
+        delay = app.injected_latency()
+        if delay:
+            time.sleep(delay)
         if app.error_rate and random.random() < app.error_rate:
             self.send_json(500, {"detail": "injected error"})
             return self.api_route(path) if path.startswith("/api/") else "/"
@@ -531,8 +547,9 @@ class Handler(BaseHTTPRequestHandler):
             return route
         t0 = time.monotonic()
         raw = self.read_body()
-        if self.app.extra_latency:
-            time.sleep(self.app.extra_latency)
+        delay = self.app.injected_latency()
+        if delay:
+            time.sleep(delay)
         if self.app.webhook_reject_all or not self.webhook_authorised(raw):
             self.send_json(401, {"error": "Unauthorized"})
             return route

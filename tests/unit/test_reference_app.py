@@ -126,6 +126,32 @@ def test_extra_latency_is_added_to_api_requests(tmp_path) -> None:
         assert time.monotonic() - t0 >= 0.3
 
 
+
+def test_warmup_latency_slows_the_first_seconds_of_the_page_but_not_the_status_routes() -> None:
+    def timed(url: str) -> float:
+        t0 = time.monotonic()
+        r = requests.get(url, timeout=5)
+        assert r.status_code == 200, (url, r.status_code)
+        return time.monotonic() - t0
+
+    with app(WARMUP_LATENCY_MS="200", WARMUP_SECONDS="2") as base:
+        # the process started before app() returned: this is still within its first second
+        up = time.monotonic()
+        assert timed(base + "/") >= 0.2
+        assert timed(base + "/api/version") < 0.1
+        assert time.monotonic() - up < 1.0
+        time.sleep(max(0.0, 2.5 - (time.monotonic() - up)))
+        assert timed(base + "/") < 0.1
+        assert timed(base + "/api/version") < 0.1
+
+
+def test_a_negative_warmup_knob_is_refused_at_start() -> None:
+    proc = subprocess.run([sys.executable, str(APP), "serve"],
+                          env={**os.environ, "WARMUP_SECONDS": "-1", "PORT": str(free_port())},
+                          capture_output=True, text=True, timeout=10)
+    assert proc.returncode == 1
+    assert "WARMUP_SECONDS='-1' must be 0 or more" in proc.stderr
+
 def test_crash_on_start_exits_non_zero() -> None:
     proc = subprocess.run([sys.executable, str(APP), "serve"],
                           env={**os.environ, "CRASH_ON_START": "1", "PORT": str(free_port())},
