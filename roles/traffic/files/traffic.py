@@ -2,7 +2,9 @@
 """Steady, bounded HTTP traffic: N requests per second for S seconds, then a JSON summary.
 
 traffic.py --url https://127.0.0.1:8443 --rate 20 --seconds 30 --path / --path /health/db
-           [--ca FILE] [--out FILE]
+           [--ca FILE] [--out FILE] [--stop-file FILE]
+
+With --stop-file, the traffic also ends as soon as that file exists (the deploy is over).
 
 Requests go round-robin over the paths. The summary (to --out, or stdout) holds counts by
 status, failures, and a per-second timeline of failures, so a client-side view of a deploy
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import ssl
 import threading
 import time
@@ -31,6 +34,7 @@ def main() -> None:
     p.add_argument("--ca")
     p.add_argument("--out")
     p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--stop-file")
     a = p.parse_args()
     if not 0 < a.rate <= 500 or not 0 < a.seconds <= 3600:
         raise SystemExit("rate must be in (0, 500] and seconds in (0, 3600]: traffic stays bounded")
@@ -47,7 +51,8 @@ def main() -> None:
         while True:
             with lock:
                 n = nxt[0]
-                if n >= total:
+                if n >= total or (a.stop_file and n % 10 == 0 and os.path.exists(a.stop_file)):
+                    nxt[0] = total
                     return
                 nxt[0] += 1
             due = start + n / a.rate
