@@ -18,7 +18,7 @@ import math
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,6 +85,11 @@ class Metric:
     weight: float = 1.0
     unit: str = ""
     baseline_source: str = ""
+    # what exceeding the baseline's tolerance does: fail (the metric fails), warn (the
+    # checklist's DEGRADED: reported, never a rollback on its own) or blocking (fails only
+    # when the live canary judge also found the new colour worse than the old one)
+    staging_comparison: str = "fail"
+    live_worse: bool = False
 
     @classmethod
     def from_params(cls, p: dict[str, Any], baselines: dict[str, float] | None, baseline_file: str | None,
@@ -124,14 +129,21 @@ class Metric:
                    baseline_query=p.get("baseline_query"), baseline_offset=p.get("baseline_offset"),
                    baseline_at=p.get("baseline_at"),
                    no_data=p.get("no_data") or "fail", critical=p.get("critical", True) is not False,
-                   weight=p.get("weight") or 1.0, unit=p.get("unit") or "", baseline_source=source)
+                   weight=p.get("weight") or 1.0, unit=p.get("unit") or "", baseline_source=source,
+                   staging_comparison=p.get("staging_comparison") or "fail", live_worse=bool(p.get("live_worse")))
+
+    def limit_ok(self, value: float) -> bool:
+        lower = self.direction == "lower"
+        return self.limit is None or not (value > self.limit if lower else value < self.limit)
 
     def worst(self, values: list[float]) -> float:
         return max(values) if self.direction == "lower" else min(values)
 
-    def judge(self, value: float, baseline: float | None) -> tuple[str, str | None, float | None]:
+    def judge(self, value: float, baseline: float | None,
+              policy: str | None = None) -> tuple[str, str | None, float | None]:
         """(status, reason, relative change towards worse) for one measured value."""
         bad = "fail" if self.critical else "warn"
+        policy = policy or self.staging_comparison
         lower = self.direction == "lower"
         if self.limit is not None and (value > self.limit if lower else value < self.limit):
             return bad, f"{fmt(value, self.unit)} is {'above' if lower else 'below'} the limit " \
@@ -142,8 +154,16 @@ class Metric:
         delta = worse_by / abs(baseline) if baseline else (math.inf if worse_by > 0 else 0.0)
         if worse_by > self.noise_floor and (baseline == 0 or worse_by > self.tolerance * abs(baseline)):
             change = "from zero" if baseline == 0 else f"{delta * 100:.1f}% worse"
-            return bad, f"{fmt(value, self.unit)} is {change} than the baseline {fmt(baseline, self.unit)} " \
-                        f"(tolerance {self.tolerance * 100:g}%, noise floor {fmt(self.noise_floor, self.unit)})", delta
+            why = f"{fmt(value, self.unit)} is {change} than the baseline {fmt(baseline, self.unit)} " \
+                  f"(tolerance {self.tolerance * 100:g}%, noise floor {fmt(self.noise_floor, self.unit)})"
+            if policy == "warn":
+                return "warn", f"DEGRADED: {why}; consider rollback if critical", delta
+            if policy == "blocking" and not self.live_worse:
+                return "warn", f"DEGRADED: {why}; the live judge did not find the new colour worse than the " \
+                               f"old one, so no rollback", delta
+            if policy == "blocking":
+                return bad, f"{why}, and the live judge found the new colour worse than the old one", delta
+            return bad, why, delta
         return "pass", None, delta
 
 
@@ -168,6 +188,7 @@ class Measurement:
     delta: float | None = None
     reason: str | None = None
     series: int = 0
+    over_baseline: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"at": iso(self.at), "status": self.status, "value": finite(self.value),
@@ -209,11 +230,12 @@ def measure(client: PrometheusClient, metric: Metric, at: float) -> Measurement:
         except PrometheusError as exc:
             note = f"baseline query failed ({exc}); judged on the limit only"
     status, reason, delta = metric.judge(value, baseline)
+    over = metric.judge(value, baseline, "fail")[0] != "pass" and metric.limit_ok(value)
     if note and status == "pass":
         reason = note
     elif note:
         reason = f"{reason}; {note}"
-    return Measurement(at, status, value, baseline, delta, reason, n)
+    return Measurement(at, status, value, baseline, delta, reason, n, over)
 
 
 @dataclass
@@ -321,12 +343,14 @@ class GateResult:
     ended: float
     rounds: int
     stopped_early: bool
+    staging_only: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         counts = {s: sum(1 for r in self.metrics if r.status == s) for s in STATUSES}
         return {"verdict": self.verdict, "score": round(self.score, 2), "reason": self.reason,
                 "metrics": [r.as_dict() for r in self.metrics], "checks": [r.as_check() for r in self.metrics],
-                "measurements_taken": self.rounds, "stopped_early": self.stopped_early,
+                "staging_only": self.staging_only, "measurements_taken": self.rounds,
+                "stopped_early": self.stopped_early,
                 "started": iso(self.started), "ended": iso(self.ended),
                 "elapsed_s": round(self.ended - self.started, 3),
                 "summary": {"total": len(self.metrics), **counts}}
@@ -380,4 +404,21 @@ def run_gate(client: PrometheusClient, metrics: list[Metric], count: int = 1, in
     for res in results:
         res.settle(failure_limit, consecutive_error_limit)
     verdict, score, reason = decide(results, pass_score, warn_score)
-    return GateResult(results, verdict, score, reason, started, time.time(), rounds, stopped_early)
+    out = GateResult(results, verdict, score, reason, started, time.time(), rounds, stopped_early)
+    out.staging_only = staging_only_verdict(results, failure_limit, consecutive_error_limit, pass_score, warn_score)
+    return out
+
+
+def staging_only_verdict(results: list[MetricResult], failure_limit: int, consecutive_error_limit: int,
+                         pass_score: float, warn_score: float) -> dict[str, Any]:
+    """The verdict of the same measurements had every baseline exceedance failed its metric:
+    the gate as it was before the live judge (kept to compare the two, never to decide)."""
+    shadow = []
+    for r in results:
+        ms = [replace(x, status="fail" if r.metric.critical else "warn") if x.over_baseline else x
+              for x in r.measurements]
+        sr = MetricResult(replace(r.metric, staging_comparison="fail"), ms)
+        sr.settle(failure_limit, consecutive_error_limit)
+        shadow.append(sr)
+    verdict, score, reason = decide(shadow, pass_score, warn_score)
+    return {"verdict": verdict, "score": round(score, 2), "reason": reason}

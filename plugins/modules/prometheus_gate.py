@@ -91,6 +91,19 @@ options:
         description: How values are shown in reasons (V(ratio) as percent, V(s) as seconds or ms).
         type: str
         default: ""
+      staging_comparison:
+        description:
+          - What exceeding the baseline's tolerance does. V(fail) fails the metric. V(warn) is the
+            checklist's DEGRADED (reported; consider rollback if critical), never a rollback on its own.
+            V(blocking) fails only when O(metrics[].live_worse) says the live canary judge found the
+            new colour worse than the old one. Limits always fail.
+        type: str
+        choices: [fail, warn, blocking]
+        default: fail
+      live_worse:
+        description: The canary judge found the new colour significantly worse than the old one on this metric.
+        type: bool
+        default: false
   baseline_file:
     description: YAML file of baselines in the checklist's shape.
     type: path
@@ -178,6 +191,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+staging_only:
+  description: >-
+    The verdict (verdict, score, reason) the same measurements would get if every baseline
+    exceedance failed its metric, as the gate judged before the live canary judge; for
+    comparison only, it decides nothing.
+  returned: when measured
+  type: dict
 validated:
   description: True when O(validate_only) checked the inputs and nothing was queried.
   returned: with O(validate_only)
@@ -260,6 +280,8 @@ METRIC_SPEC = dict(
     critical=dict(type="bool", default=True),
     weight=dict(type="float", default=1),
     unit=dict(type="str", default=""),
+    staging_comparison=dict(type="str", choices=["fail", "warn", "blocking"], default="fail"),
+    live_worse=dict(type="bool", default=False),
 )
 
 
