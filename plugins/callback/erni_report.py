@@ -986,6 +986,46 @@ def _fmt(value: Any, unit: Any = None) -> str:
     return text
 
 
+def _canary_md(add: Any, canary: Any, gate: Any) -> None:
+    """The canary's steps: per step and metric, the counts, the test, its p-value and the effect."""
+    steps = canary.get("steps") if isinstance(canary, Mapping) else None
+    if not steps:
+        return
+    add("## Canary steps (the new colour against the old one, same window)")
+    add("")
+    add(f"Source: {_md(canary.get('source') or '-')}. A metric fails only when the difference is significant "
+        "(p < 0.02) and larger than its allowed increase; too few requests is inconclusive.")
+    add("")
+    add("| Step | Metric | Verdict | Requests new / old | New | Old | Effect | Allowed | p-value | Test |")
+    add("| ---- | ------ | ------- | ------------------ | --- | --- | ------ | ------- | ------- | ---- |")
+    for st in steps:
+        if not isinstance(st, Mapping):
+            continue
+        window = "" if st.get("baseline_window") != "adjacent" else " (old: window before)"
+        for m in st.get("metrics") or []:
+            ratio = m.get("unit") == "ratio"
+
+            def val(v: Any, ratio: bool = ratio) -> str:
+                if not isinstance(v, int | float) or isinstance(v, bool):
+                    return "-"
+                return f"{v * 100:.2f}%" if ratio else f"{v * 1000:.1f} ms"
+
+            p = m.get("p_value")
+            add(f"| {_fmt(st.get('weight'))}%{window}, {_fmt(st.get('seconds'))} s | {_md(m.get('name'))} | "
+                f"{_md(str(m.get('verdict') or '').upper())} | {_fmt(m.get('n_canary'))} / "
+                f"{_fmt(m.get('n_baseline'))} | {val(m.get('canary'))} | {val(m.get('baseline'))} | "
+                f"{val(m.get('effect'))} | {val(m.get('threshold'))} | {'-' if p is None else f'{p:.3g}'} | "
+                f"{_md(m.get('test'))} |")
+        for t in st.get("triggers") or []:
+            add(f"| {_fmt(st.get('weight'))}% | rollback trigger | FAIL | | | | | | | {_md(t)} |")
+    add("")
+    shadow = gate.get("staging_only") if isinstance(gate, Mapping) else None
+    if isinstance(shadow, Mapping) and shadow.get("verdict"):
+        add(f"The staging baseline alone (as the gate judged before the live judge) would say: "
+            f"{_md(str(shadow['verdict']).upper())}; it decides nothing.")
+        add("")
+
+
 def _md(text: Any) -> str:
     """One line of Markdown text: no newlines, no table breaks."""
     text = re.sub(r"\s+", " ", _ANSI.sub("", str(text))).strip()
@@ -1101,6 +1141,8 @@ def render_markdown(r: Mapping[str, Any]) -> str:
     else:
         add("_No comparison with the staging baseline was published in this run._")
     add("")
+
+    _canary_md(add, (r.get("published") or {}).get("canary"), (r.get("published") or {}).get("gate"))
 
     backup = r.get("backup") or {}
     if any(backup.get(k) is not None for k in ("file", "sha256", "verified")):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, SANDBOX_DIR
+from helpers import ROOT, SANDBOX_DIR, run_playbook
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,3 +31,21 @@ def nginx_log() -> Iterator[Callable[[], list[str]]]:
             return fh.read().splitlines()
 
     yield lines
+
+
+@pytest.fixture
+def production(tmp_path: Path) -> Callable[..., tuple[object, dict]]:
+    """Deploy a release with playbooks/production_deployment.yml, as if it had passed staging
+    (its fault shows only under production traffic); returns the run and its report."""
+    records, reports = tmp_path / "records", tmp_path / "reports"
+
+    def deploy(release: str, *extra: str) -> tuple[object, dict]:
+        (records / release).mkdir(parents=True, exist_ok=True)
+        (records / release / "staging.json").write_text(json.dumps(
+            {"release": release, "passed": True, "finished": "2026-11-27T00:00:00Z"}))
+        run = run_playbook("playbooks/production_deployment.yml", "-i", "inventories/sandbox",
+                           "-e", f"release_version={release}", *extra,
+                           env={"ERNI_RECORDS_DIR": str(records), "ERNI_REPORT_DIR": str(reports)})
+        return run, json.loads((reports / "latest" / "report.json").read_text())
+
+    return deploy

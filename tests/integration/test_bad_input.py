@@ -57,8 +57,14 @@ def refused_early(run: PlaybookRun, *expected: str) -> None:
      ["metric 'error_rate': limit=-0.05 must not be negative"]),
     (["-e", json.dumps({"monitor_metrics": [{"name": "p95", "query": "up", "limit": 5, "tolerance": "NaN"}]})],
      ["metric 'p95': tolerance=nan is not a finite number"]),
+    (["-e", json.dumps({"canary_steps": [50, 10, 100]})],
+     ["canary_steps[1]=10 is not larger than the step before it (50)"]),
+    (["-e", json.dumps({"canary_steps": [10, 50]})], ["canary_steps must end in 100"]),
+    (["-e", json.dumps({"canary_steps": [0, 100]})], ["canary_steps[0]=0 is outside (0, 100]"]),
+    (["-e", "canary_step_max_seconds=1"], ["max_seconds=1 must be at least step_seconds"]),
 ], ids=["unknown target", "malformed public URL", "URL without scheme", "NaN interval", "negative limit count",
-        "negative metric limit", "NaN tolerance"])
+        "negative metric limit", "NaN tolerance", "canary steps not increasing", "canary steps not ending in 100",
+        "canary step of 0", "canary step limit below its length"])
 def test_bad_settings_are_refused_naming_the_variable(tmp_path: Path, unchanged, extra, expected) -> None:
     build_release("8.0.0")
     refused_early(deploy(tmp_path, "8.0.0", *extra), *expected)

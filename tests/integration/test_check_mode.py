@@ -38,5 +38,8 @@ def test_check_diff_previews_the_whole_pipeline_and_changes_nothing(tmp_path: Pa
     assert "--- before" in run.output and "+++ after" in run.output
     assert "127.0.0.1:5000/erni-ki:8.6.0" in run.output
     assert "DRY RUN: 8.6.0 has no staging record" in run.output
+    # the canary steps are previewed with the weight the switch would set, and nothing is judged
+    assert "dry run: the switch would give 8.6.0 10% of traffic, then 100%" in run.output
+    assert "weight=100;" in run.output and "weight=900;" in run.output
     report = json.loads((tmp_path / "rep" / "latest" / "report.json").read_text())
     assert report["check_mode"] is True and report["outcome"] == "dry_run"

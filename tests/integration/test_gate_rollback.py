@@ -8,7 +8,6 @@ smoke tests and the soak gate decide.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,22 +16,6 @@ from helpers import CA_FILE, PROD_URL, SANDBOX_DIR, build_release, run_playbook,
 from loadgen import Load
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def production(tmp_path: Path) -> Callable[..., tuple[object, dict]]:
-    records, reports = tmp_path / "records", tmp_path / "reports"
-
-    def deploy(release: str, *extra: str) -> tuple[object, dict]:
-        (records / release).mkdir(parents=True, exist_ok=True)
-        (records / release / "staging.json").write_text(json.dumps(
-            {"release": release, "passed": True, "finished": "2026-11-27T00:00:00Z"}))
-        run = run_playbook("playbooks/production_deployment.yml", "-i", "inventories/sandbox",
-                           "-e", f"release_version={release}", *extra,
-                           env={"ERNI_RECORDS_DIR": str(records), "ERNI_REPORT_DIR": str(reports)})
-        return run, json.loads((reports / "latest" / "report.json").read_text())
-
-    return deploy
 
 
 def test_a_release_failing_30_percent_is_rolled_back_by_itself(production) -> None:

@@ -271,7 +271,8 @@ def test_rotation_old_fails_recent_passes_absent_warns_future_fails(rotation: di
     assert age["db_password"]["value"] == 45.0 and age["db_password"]["limit"] == 30
     assert age["db_password"]["reason"].startswith("rotated 45.0 days ago, limit 30")
 
-    assert age["webhook_secret"]["status"] == "pass" and 3.0 <= age["webhook_secret"]["value"] < 4.0
+    # a date means its midnight: 3 days and the hours since, shown to a tenth (4.0 after 22:48 UTC)
+    assert age["webhook_secret"]["status"] == "pass" and 3.0 <= age["webhook_secret"]["value"] <= 4.0
     assert age["jwt_secret"]["status"] == "pass" and age["jwt_secret"]["value"] == 10.0
 
     assert age["api_key"]["status"] == "fail"
