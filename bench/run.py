@@ -270,12 +270,177 @@ def bench_backup() -> Figure:
         shutil.rmtree(out, ignore_errors=True)
 
 
+
+# --------------------------------------------------------------------------- the canary judge
+
+GOOD_BASE = "5.2.0"
+
+
+def _iso_epoch(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+class Production:
+    """Deploys through playbooks/production_deployment.yml as if each release had passed staging,
+    with the staging baseline that one real staging run of GOOD_BASE measured (another minute,
+    another database: what the staging-baseline gate compares with)."""
+
+    def __init__(self) -> None:
+        self.records = Path(tempfile.mkdtemp(prefix="erni-bench-records-"))
+        self.reports = Path(tempfile.mkdtemp(prefix="erni-bench-reports-"))
+        build_release(GOOD_BASE)
+        run = run_playbook("playbooks/staging.yml", "-i", "inventories/sandbox", "-e", f"release_version={GOOD_BASE}",
+                           env=self.env(), timeout=900)
+        if run.rc != 0:
+            raise SystemExit(f"the staging run of {GOOD_BASE} failed:\n{run.output[-3000:]}")
+        self.baseline = (self.records / GOOD_BASE / "staging-baseline.yml").read_text()
+        if self.deploy(GOOD_BASE)[0].rc != 0:
+            raise SystemExit(f"could not deploy {GOOD_BASE} to production")
+
+    def env(self) -> dict[str, str]:
+        return {"ERNI_RECORDS_DIR": str(self.records), "ERNI_REPORT_DIR": str(self.reports)}
+
+    def deploy(self, release: str, *extra: str) -> tuple[Any, dict[str, Any], float]:
+        rec = self.records / release
+        rec.mkdir(parents=True, exist_ok=True)
+        if not (rec / "staging.json").exists():
+            (rec / "staging.json").write_text(json.dumps({"release": release, "passed": True, "finished":
+                                                          datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}))
+            (rec / "staging-baseline.yml").write_text(self.baseline)
+        t0 = time.monotonic()
+        run = run_playbook("playbooks/production_deployment.yml", "-i", "inventories/sandbox",
+                           "-e", f"release_version={release}", *extra, env=self.env(), timeout=900)
+        took = time.monotonic() - t0
+        return run, json.loads((self.reports / "latest" / "report.json").read_text()), took
+
+
+class Neighbour:
+    """A bounded CPU-burning process pinned to one core (of two): a busy machine."""
+
+    def __init__(self, seconds: float = 600) -> None:
+        code = (f"import os, time\nos.sched_setaffinity(0, {{1}})\nend = time.monotonic() + {seconds!r}\n"
+                "while time.monotonic() < end:\n    pass\n")
+        self.proc = subprocess.Popen([sys.executable, "-c", code])
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def steps_of(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return ((report.get("published") or {}).get("canary") or {}).get("steps") or []
+
+
+def bench_canary_false_rollbacks() -> Figure:
+    """Ten good releases (half slow for their first 15 s), half of them with a CPU-burning
+    neighbour: how many the live judge rolled back, and how many the staging baseline alone
+    (the gate before it, computed from the same soak) would have rolled back."""
+    prod = Production()
+    runs = []
+    for i in range(10):
+        release = f"5.3.{i}"
+        knobs = ("WARMUP_LATENCY_MS=300", "WARMUP_SECONDS=15") if i % 2 else ()
+        build_release(release, *knobs)
+        neighbour = Neighbour() if i >= 5 else None
+        try:
+            run, report, took = prod.deploy(release)
+        finally:
+            if neighbour:
+                neighbour.stop()
+        shadow = ((report.get("published") or {}).get("gate") or {}).get("staging_only") or {}
+        runs.append({"release": release, "warmup_knob": bool(knobs), "neighbour": neighbour is not None,
+                     "outcome": report["outcome"], "seconds": round(took, 1),
+                     "staging_only_verdict": shadow.get("verdict"),
+                     "steps": [{"weight": s["weight"], "verdict": s["verdict"], "seconds": s["seconds"],
+                                "judge_s": s.get("judge_seconds")} for s in steps_of(report)],
+                     "reason": (report.get("rollback") or {}).get("reason", "")[:200] if run.rc else ""})
+    return {"deploys": len(runs),
+            "rolled_back_by_live_judge": sum(1 for r in runs if r["outcome"] == "rolled_back"),
+            "would_roll_back_on_staging_baseline": sum(1 for r in runs
+                                                       if r["staging_only_verdict"] in ("fail", "inconclusive")),
+            "with_neighbour": sum(1 for r in runs if r["neighbour"]),
+            "with_warmup_knob": sum(1 for r in runs if r["warmup_knob"]),
+            "runs": runs, "goal": "0 good releases rolled back"}
+
+
+DETECT = [("5.4.1", "ERROR_RATE=0.3"), ("5.4.2", "ERROR_RATE=0.03"), ("5.4.3", "EXTRA_LATENCY_MS=400"),
+          ("5.4.4", "EXTRA_LATENCY_MS=50")]
+
+
+def _bad(sample: Any, knob: str) -> bool:
+    if sample.status == 0 or sample.status >= 500:
+        return True
+    if knob.startswith("EXTRA_LATENCY_MS="):
+        return sample.seconds > float(knob.split("=")[1]) / 1000 * 0.8
+    return False
+
+
+def bench_canary_detection() -> Figure:
+    """Four bad releases, each with canary steps [10, 100] and with a straight switch [100]: caught or
+    missed, seconds from the first bad request a client saw to the restore, and how many bad
+    (failed, or slow) requests clients saw, from a client load of 20 requests a second."""
+    prod = Production()
+    out: dict[str, Any] = {}
+    for mode, steps in (("canary", [10, 100]), ("straight", [100])):
+        for release, knob in DETECT:
+            name = f"{release}-{mode}"
+            build_release(name, knob)
+            wall0 = time.time()
+            with Load(PROD_URL + "/", rate=20, max_seconds=400, verify=CA_FILE) as load:
+                _run, report, took = prod.deploy(name, "-e", json.dumps({"canary_steps": steps}),
+                                                "-e", "soak_enabled=false")
+                time.sleep(2)
+            rb = report.get("rollback") or {}
+            bad = [s for s in load.samples if _bad(s, knob)]
+            restored = _iso_epoch(rb.get("restored_at"))
+            first_bad = wall0 + bad[0].t if bad else None
+            failed_step = next((s for s in steps_of(report) if s["verdict"] != "pass"), None)
+            out[name] = {"knob": knob, "caught": report["outcome"] == "rolled_back",
+                         "first_bad_to_restore_s": round(restored - first_bad, 2) if restored and first_bad else None,
+                         "bad_requests_seen": len(bad), "client_requests": len(load.samples),
+                         "caught_at_step": failed_step["weight"] if failed_step else None,
+                         "by": (rb.get("reason") or "")[:160], "deploy_s": round(took, 1)}
+            if report["outcome"] != "rolled_back" and serving_version() != GOOD_BASE:
+                prod.deploy(GOOD_BASE)          # a missed release: put the good one back for the next
+    caught = {m: sum(1 for k, v in out.items() if k.endswith(m) and v["caught"]) for m in ("canary", "straight")}
+    seen = {m: sum(v["bad_requests_seen"] for k, v in out.items() if k.endswith(m)) for m in ("canary", "straight")}
+    return {"caught_canary": f"{caught['canary']} of {len(DETECT)}", "caught_straight": f"{caught['straight']} of "
+            f"{len(DETECT)}", "bad_requests_canary": seen["canary"], "bad_requests_straight": seen["straight"],
+            "ratio_straight_to_canary": round(seen["straight"] / seen["canary"], 1) if seen["canary"] else None,
+            "runs": out, "goal": "all four caught; at least 5 times fewer bad requests with a 10 % first step"}
+
+
+def bench_canary_time() -> Figure:
+    """A good deploy's wall time (production phase, soak off) with canary steps and with a straight
+    switch, and the judge's own time per step (reading the log and computing, without waits)."""
+    prod = Production()
+    out: dict[str, Any] = {}
+    for mode, steps in (("canary", [10, 100]), ("straight", [100])):
+        release = f"5.5.0-{mode}"
+        build_release(release)
+        run, report, took = prod.deploy(release, "-e", json.dumps({"canary_steps": steps}),
+                                          "-e", "soak_enabled=false")
+        if run.rc != 0:
+            raise SystemExit(f"{release} was not deployed:\n{run.output[-3000:]}")
+        out[mode] = {"deploy_s": round(took, 1),
+                     "steps": [{"weight": s["weight"], "seconds": s["seconds"], "judge_s": s["judge_seconds"]}
+                               for s in steps_of(report)]}
+    judge = [s["judge_s"] for m in out.values() for s in m["steps"]]
+    return {"canary_deploy_s": out["canary"]["deploy_s"], "straight_deploy_s": out["straight"]["deploy_s"],
+            "judge_s_per_step_max": max(judge) if judge else None, "runs": out}
+
+
 FIGURES: dict[str, Callable[[], Figure]] = {
     "zero_downtime": bench_zero_downtime,
     "rollback": bench_rollback,
     "pipeline": bench_pipeline,
     "backup": bench_backup,
     "probes": bench_probes,
+    "canary_false_rollbacks": bench_canary_false_rollbacks,
+    "canary_detection": bench_canary_detection,
+    "canary_time": bench_canary_time,
 }
 
 

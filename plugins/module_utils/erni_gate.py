@@ -25,7 +25,9 @@ from typing import Any
 from ansible.module_utils.erni_prometheus import PrometheusClient, PrometheusError
 
 STATUSES = ("pass", "warn", "fail", "inconclusive", "nodata")
-POINTS = {"pass": 1.0, "warn": 0.5, "fail": 0.0, "inconclusive": 0.0}
+# a metric only worse than the staging baseline (DEGRADED) is said, never scored down: a
+# comparison with another minute and another database must not add up to a rollback
+POINTS = {"pass": 1.0, "degraded": 1.0, "warn": 0.5, "fail": 0.0, "inconclusive": 0.0}
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(ms|s|%)?\s*$")
 
 
@@ -297,6 +299,8 @@ class MetricResult:
             effective = "inconclusive"
         if not m.critical and effective in ("fail", "inconclusive"):
             effective = "warn"
+        if effective == "warn" and (self.reason or "").startswith("DEGRADED"):
+            effective = "degraded"
         self.effective = effective
 
     @property
@@ -367,7 +371,7 @@ def decide(results: list[MetricResult], pass_score: float, warn_score: float) ->
         return "inconclusive", score, "; ".join(f"{r.metric.name}: {r.reason}" for r in unsure)
     if score < warn_score:
         return "fail", score, f"score {score:.1f} is below {warn_score:g}"
-    warned = [r for r in results if r.effective == "warn"]
+    warned = [r for r in results if r.effective in ("warn", "degraded")]
     if warned or score < pass_score:
         detail = "; ".join(f"{r.metric.name}: {r.reason}" for r in warned)
         return "warn", score, detail or f"score {score:.1f} is below {pass_score:g}"

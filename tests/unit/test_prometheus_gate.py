@@ -169,6 +169,31 @@ def test_regression_against_the_old_colour_beyond_tolerance_fails(prom: PromServ
     assert res["verdict"] == "pass", res["reason"]
 
 
+def test_a_metric_worse_than_staging_is_degraded_not_a_rollback_unless_the_live_judge_agrees(
+        prom: PromServer, known: KnownData, tmp_path: Path) -> None:
+    f = tmp_path / "baseline.yml"
+    f.write_text("Baselines (Staging):\n  api_latency_p95: 50ms\n")
+    metric = {"name": "api_latency_p95", "query": P95.format(c="green"), "baseline_key": "api_latency_p95",
+              "tolerance": 0.10, "unit": "s", "limit": 5}
+    # warn: the checklist's DEGRADED, with "consider rollback if critical"; the run goes on
+    res = gate(prom, known, [{**metric, "staging_comparison": "warn"}], baseline_file=str(f))
+    m = res["metrics"][0]
+    assert res["verdict"] == "warn" and m["status"] == "warn", res["reason"]
+    assert m["reason"].startswith("DEGRADED: ") and "consider rollback if critical" in m["reason"]
+    # ... and what the staging baseline alone would have said is kept
+    assert res["staging_only"]["verdict"] == "fail"
+    # blocking, and the live judge did not find the new colour worse: still only DEGRADED
+    res = gate(prom, known, [{**metric, "staging_comparison": "blocking"}], baseline_file=str(f))
+    assert res["verdict"] == "warn" and "did not find the new colour worse" in res["metrics"][0]["reason"]
+    # blocking, and the live judge agrees: it fails
+    res = gate(prom, known, [{**metric, "staging_comparison": "blocking", "live_worse": True}],
+               baseline_file=str(f))
+    assert res["verdict"] == "fail" and "the live judge found the new colour worse" in res["reason"]
+    # a limit is absolute whatever the comparison says
+    res = gate(prom, known, [{**metric, "limit": 0.1, "staging_comparison": "warn"}], baseline_file=str(f))
+    assert res["verdict"] == "fail" and "above the limit" in res["reason"]
+
+
 def test_baseline_file_in_the_checklists_shape(prom: PromServer, known: KnownData, tmp_path: Path) -> None:
     f = tmp_path / "baseline.yml"
     f.write_text("Baselines (Staging):\n  api_latency_p95: 1.2s\n  db_query_p95: 450ms\n"
