@@ -259,6 +259,7 @@ from ansible.module_utils.erni_judge import (
     judge_step,
     parse_steps,
 )
+from ansible.module_utils.erni_prometheus import PrometheusError, client_from_params, prometheus_argument_spec
 
 try:
     import scipy  # noqa: F401
@@ -305,14 +306,11 @@ def main() -> None:
         fail_on=dict(type="list", elements="str", choices=["fail", "inconclusive"], default=["fail", "inconclusive"]),
         steps=dict(type="list", elements="raw"),
         validate_only=dict(type="bool", default=False),
-        prometheus_url=dict(type="str"),
-        bearer_token=dict(type="str", no_log=True),
-        username=dict(type="str"),
-        password=dict(type="str", no_log=True),
-        ca_path=dict(type="path"),
-        validate_certs=dict(type="bool", default=True),
-        timeout=dict(type="float", default=10),
     )
+    # Prometheus's connection options, as every module that queries it has them; the access
+    # log source needs none, so the URL is asked for only with source=prometheus
+    spec.update(prometheus_argument_spec())
+    spec["prometheus_url"] = dict(type="str")
     module = AnsibleModule(
         argument_spec=spec, supports_check_mode=True,
         required_if=[("source", "access_log", ("access_log", "upstreams"), False),
@@ -356,8 +354,6 @@ def main() -> None:
                                      include=p["include"], exclude=p["exclude"], fields=p["log_fields"])
             source.start_at(min(start, p["baseline_start"] or start))
         else:
-            from ansible.module_utils.erni_prometheus import PrometheusError, client_from_params
-
             try:
                 client = client_from_params(p, module.warn)
             except PrometheusError as exc:

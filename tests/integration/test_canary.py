@@ -75,7 +75,7 @@ def test_the_access_log_and_prometheus_agree_on_the_same_window(production) -> N
     prom = run_module("canary_judge", {**common, "source": "prometheus", "prometheus_url": "http://127.0.0.1:9090",
                                        "selectors": {new: sel.format(new), old: sel.format(old)},
                                        "extra_matchers": 'route!~"/health.*|/metrics|/api/version"'})
-    assert not log["failed"] and not prom["failed"], (log.get("msg"), prom.get("msg"))
+    assert not log.get("failed") and not prom.get("failed"), (log.get("msg"), prom.get("msg"))
     assert log["verdict"] == prom["verdict"] == "pass"
     for a, b in zip(log["metrics"], prom["metrics"], strict=True):
         # Prometheus extrapolates increase() over a window of a few scrapes: counts agree within a third
