@@ -31,7 +31,7 @@ sandbox-status: ## show each part of the sandbox and whether it answers
 sandbox-down: ## stop everything the sandbox started
 	sandbox/bin/sandbox down
 
-demo: sandbox ## deploy 1.0.0, then 1.1.0, then a release that never becomes healthy
+demo: sandbox ## deploy 1.0.0, then 1.1.0 (canary steps, judged live), then two bad releases
 	sandbox/bin/demo
 
 COVERAGE := --cov=plugins --cov-report=term --cov-fail-under=85

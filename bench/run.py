@@ -329,6 +329,18 @@ class Neighbour:
         self.proc.wait(timeout=10)
 
 
+_PRODUCTION: list[Production] = []
+
+
+def production() -> Production:
+    """One staging run and one base deploy for all the judge's figures of a bench run."""
+    if not _PRODUCTION:
+        _PRODUCTION.append(Production())
+    elif serving_version() != GOOD_BASE:
+        _PRODUCTION[0].deploy(GOOD_BASE)
+    return _PRODUCTION[0]
+
+
 def steps_of(report: dict[str, Any]) -> list[dict[str, Any]]:
     return ((report.get("published") or {}).get("canary") or {}).get("steps") or []
 
@@ -337,7 +349,7 @@ def bench_canary_false_rollbacks() -> Figure:
     """Ten good releases (half slow for their first 15 s), half of them with a CPU-burning
     neighbour: how many the live judge rolled back, and how many the staging baseline alone
     (the gate before it, computed from the same soak) would have rolled back."""
-    prod = Production()
+    prod = production()
     runs = []
     for i in range(10):
         release = f"5.3.{i}"
@@ -381,7 +393,7 @@ def bench_canary_detection() -> Figure:
     """Four bad releases, each with canary steps [10, 100] and with a straight switch [100]: caught or
     missed, seconds from the first bad request a client saw to the restore, and how many bad
     (failed, or slow) requests clients saw, from a client load of 20 requests a second."""
-    prod = Production()
+    prod = production()
     out: dict[str, Any] = {}
     for mode, steps in (("canary", [10, 100]), ("straight", [100])):
         for release, knob in DETECT:
@@ -415,7 +427,7 @@ def bench_canary_detection() -> Figure:
 def bench_canary_time() -> Figure:
     """A good deploy's wall time (production phase, soak off) with canary steps and with a straight
     switch, and the judge's own time per step (reading the log and computing, without waits)."""
-    prod = Production()
+    prod = production()
     out: dict[str, Any] = {}
     for mode, steps in (("canary", [10, 100]), ("straight", [100])):
         release = f"5.5.0-{mode}"
