@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CA_FILE, PROD_URL, SANDBOX_DIR, build_release, run_playbook, serving_version
+from helpers import CA_FILE, PROD_URL, SANDBOX_DIR, build_release, serving_version
 from loadgen import Load
 
 pytestmark = pytest.mark.slow
