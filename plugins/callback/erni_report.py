@@ -1002,7 +1002,10 @@ def _canary_md(add: Any, canary: Any, gate: Any) -> None:
         if not isinstance(st, Mapping):
             continue
         window = "" if st.get("baseline_window") != "adjacent" else " (old: window before)"
-        for m in st.get("metrics") or []:
+        metrics = st.get("metrics")
+        for m in metrics if isinstance(metrics, list) else []:
+            if not isinstance(m, Mapping):
+                continue
             ratio = m.get("unit") == "ratio"
 
             def val(v: Any, ratio: bool = ratio) -> str:
@@ -1011,12 +1014,14 @@ def _canary_md(add: Any, canary: Any, gate: Any) -> None:
                 return f"{v * 100:.2f}%" if ratio else f"{v * 1000:.1f} ms"
 
             p = m.get("p_value")
+            p_text = f"{p:.3g}" if isinstance(p, int | float) and not isinstance(p, bool) else "-"
             add(f"| {_fmt(st.get('weight'))}%{window}, {_fmt(st.get('seconds'))} s | {_md(m.get('name'))} | "
                 f"{_md(str(m.get('verdict') or '').upper())} | {_fmt(m.get('n_canary'))} / "
                 f"{_fmt(m.get('n_baseline'))} | {val(m.get('canary'))} | {val(m.get('baseline'))} | "
-                f"{val(m.get('effect'))} | {val(m.get('threshold'))} | {'-' if p is None else f'{p:.3g}'} | "
+                f"{val(m.get('effect'))} | {val(m.get('threshold'))} | {p_text} | "
                 f"{_md(m.get('test'))} |")
-        for t in st.get("triggers") or []:
+        trig = st.get("triggers")
+        for t in trig if isinstance(trig, list) else []:
             add(f"| {_fmt(st.get('weight'))}% | rollback trigger | FAIL | | | | | | | {_md(t)} |")
     add("")
     shadow = gate.get("staging_only") if isinstance(gate, Mapping) else None
@@ -1142,7 +1147,11 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         add("_No comparison with the staging baseline was published in this run._")
     add("")
 
-    _canary_md(add, (r.get("published") or {}).get("canary"), (r.get("published") or {}).get("gate"))
+    try:
+        _canary_md(add, (r.get("published") or {}).get("canary"), (r.get("published") or {}).get("gate"))
+    except Exception as exc:  # evidence of the rest must still be written
+        add(f"_The canary steps could not be shown: {_md(type(exc).__name__)}._")
+        add("")
 
     backup = r.get("backup") or {}
     if any(backup.get(k) is not None for k in ("file", "sha256", "verified")):

@@ -299,7 +299,9 @@ class MetricResult:
             effective = "inconclusive"
         if not m.critical and effective in ("fail", "inconclusive"):
             effective = "warn"
-        if effective == "warn" and (self.reason or "").startswith("DEGRADED"):
+        # only worse than staging, with no limit broken in any measurement: said, not scored down
+        if effective == "warn" and (self.reason or "").startswith("DEGRADED") and all(
+                x.value is None or m.limit_ok(x.value) for x in ms):
             effective = "degraded"
         self.effective = effective
 
@@ -419,7 +421,8 @@ def staging_only_verdict(results: list[MetricResult], failure_limit: int, consec
     the gate as it was before the live judge (kept to compare the two, never to decide)."""
     shadow = []
     for r in results:
-        ms = [replace(x, status="fail" if r.metric.critical else "warn") if x.over_baseline else x
+        ms = [replace(x, status="fail" if r.metric.critical else "warn",
+                      reason=(x.reason or "").removeprefix("DEGRADED: ")) if x.over_baseline else x
               for x in r.measurements]
         sr = MetricResult(replace(r.metric, staging_comparison="fail"), ms)
         sr.settle(failure_limit, consecutive_error_limit)

@@ -116,16 +116,37 @@ class AccessLogSource:
         self.attempts: list[Attempt] = []
         self.offset: int | None = None
         self.bad_lines = 0
+        # attempts to addresses that are no colour's, by address (a wrong upstreams setting shows here)
+        self.unknown: dict[str, int] = {}
 
-    def start_at(self, t: float, backscan_bytes: int = 4 << 20) -> None:
-        """Start reading where lines of time t can be: up to backscan_bytes before the end."""
+    def start_at(self, t: float, backscan_bytes: int = 1 << 20) -> None:
+        """Start reading where lines of time t can be: back from the end, a doubling stretch at
+        a time, until the first whole line read is older than t (or the file's start)."""
+        self.since = t
         try:
             size = os.path.getsize(self.path)
+            with open(self.path, "rb") as fh:
+                back = backscan_bytes
+                while True:
+                    offset = max(0, size - back)
+                    fh.seek(offset)
+                    head = fh.read(min(size - offset, 64 << 10)).split(b"\n")
+                    first = head[1] if offset > 0 and len(head) > 1 else head[0]
+                    t_first = self._line_time(first)
+                    if offset == 0 or (t_first is not None and t_first < t):
+                        break
+                    back *= 2
         except OSError as exc:
             raise JudgeInputError(f"access_log {self.path!r} cannot be read: {exc.strerror}") from exc
-        self.offset = max(0, size - backscan_bytes)
-        self._skip_partial = self.offset > 0
-        self.since = t
+        self.offset = offset
+        self._skip_partial = offset > 0
+
+    def _line_time(self, line: bytes) -> float | None:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            return None
+        return self._time(rec) if isinstance(rec, dict) else None
 
     def _time(self, rec: dict[str, Any]) -> float | None:
         raw = rec.get(self.f["time"])
@@ -176,9 +197,14 @@ class AccessLogSource:
             self.bad_lines += 1
             return
         t = self._time(rec)
-        if t is None or t < self.since:
+        if t is None:
+            self.bad_lines += 1
+            return
+        if t < self.since:
             return
         uri = str(rec.get(self.f["uri"], "")).split("?", 1)[0]
+        if str(rec.get(self.f["status"], "")) == "101":
+            return          # a websocket: its time is the connection's life, not an answer's
         if (self.include and not self.include.search(uri)) or (self.exclude and self.exclude.search(uri)):
             return
         addrs = [a.strip() for a in str(rec.get(self.f["upstream_addr"]) or "").replace(" : ", ", ").split(",")]
@@ -193,7 +219,21 @@ class AccessLogSource:
                 status = final
             error = status is None or status >= 500
             latency = times[i] if i < len(times) else None
-            self.attempts.append(Attempt(t, self.by_addr.get(addr, ""), error, latency))
+            side = self.by_addr.get(addr, "")
+            if not side:
+                self.unknown[addr] = self.unknown.get(addr, 0) + 1
+            self.attempts.append(Attempt(t, side, error, latency))
+
+    def unattributed(self) -> str:
+        """In words, what the log held that no colour could be given (for a "too few" verdict)."""
+        parts = []
+        if self.unknown:
+            top = sorted(self.unknown.items(), key=lambda kv: -kv[1])[:3]
+            parts.append("requests to addresses that are no colour's: "
+                         + ", ".join(f"{a} ({n})" for a, n in top) + " (check upstreams)")
+        if self.bad_lines:
+            parts.append(f"{self.bad_lines} lines that are not JSON or have no time (check log_fields)")
+        return "; ".join(parts)
 
     def window(self, t0: float, t1: float, sides: Iterable[str]) -> dict[str, Sample]:
         self.read()
@@ -249,7 +289,9 @@ class PrometheusSource:
 
 
 def histogram_points(cumulative: list[tuple[float, float]]) -> list[float]:
-    """Cumulative bucket counts [(le, count)] -> one value per observation, at bucket midpoints."""
+    """Cumulative bucket counts [(le, count)] -> one value per observation, spread evenly over
+    its bucket (the +Inf bucket's at twice the last bound). A histogram cannot tell apart two
+    latencies inside one bucket: the buckets are the Prometheus source's resolution."""
     points: list[float] = []
     prev_le, prev_count = 0.0, 0.0
     finite = sorted((le, c) for le, c in cumulative if math.isfinite(le))
@@ -257,8 +299,11 @@ def histogram_points(cumulative: list[tuple[float, float]]) -> list[float]:
     for le, count in finite + ([(math.inf, inf[0])] if inf else []):
         n = round(count - prev_count)
         if n > 0:
-            at = prev_le * 2 if math.isinf(le) else (prev_le + le) / 2
-            points.extend([at] * n)
+            if math.isinf(le):
+                points.extend([prev_le * 2] * n)
+            else:
+                width = le - prev_le
+                points.extend(prev_le + width * (i + 0.5) / n for i in range(n))
         prev_le = prev_le if math.isinf(le) else le
         prev_count = max(prev_count, count)
     return points
@@ -317,9 +362,10 @@ def _decide(significant: bool, effect: float, threshold: float) -> str:
     return "pass"
 
 
-def compare_errors(c: Sample, b: Sample, s: Settings) -> dict[str, Any]:
+def compare_errors(c: Sample, b: Sample, s: Settings, alpha: float | None = None) -> dict[str, Any]:
     from scipy.stats import fisher_exact
 
+    alpha = 1 - s.confidence if alpha is None else alpha
     out: dict[str, Any] = {"name": "error_ratio", "test": "fisher_exact", "unit": "ratio",
                            "n_canary": c.total, "n_baseline": b.total,
                            "errors_canary": c.errors, "errors_baseline": b.errors,
@@ -335,9 +381,9 @@ def compare_errors(c: Sample, b: Sample, s: Settings) -> dict[str, Any]:
     p = float(res.pvalue)
     stat = float(res.statistic) if math.isfinite(float(res.statistic)) else None
     effect, threshold = rc - rb, s.error_tolerance * rb + s.error_floor
-    significant = p < 1 - s.confidence
+    significant = p < alpha
     verdict = _decide(significant, effect, threshold)
-    out.update(statistic=stat, p_value=p, effect=effect, threshold=threshold, verdict=verdict,
+    out.update(statistic=stat, p_value=p, alpha=alpha, effect=effect, threshold=threshold, verdict=verdict,
                worse=significant and effect > 0,
                reason=f"errors {c.errors}/{c.total} ({rc * 100:.2f}%) on the new colour against {b.errors}/{b.total} "
                       f"({rb * 100:.2f}%) on the old: {effect * 100:+.2f} points, allowed "
@@ -345,9 +391,10 @@ def compare_errors(c: Sample, b: Sample, s: Settings) -> dict[str, Any]:
     return out
 
 
-def compare_latency(c: Sample, b: Sample, s: Settings) -> dict[str, Any]:
+def compare_latency(c: Sample, b: Sample, s: Settings, alpha: float | None = None) -> dict[str, Any]:
     from scipy.stats import mannwhitneyu
 
+    alpha = 1 - s.confidence if alpha is None else alpha
     out: dict[str, Any] = {"name": "latency", "test": "mann_whitney_u", "unit": "s",
                            "n_canary": len(c.latencies), "n_baseline": len(b.latencies),
                            "canary": _quantile(c.latencies, 0.5), "baseline": _quantile(b.latencies, 0.5),
@@ -361,8 +408,8 @@ def compare_latency(c: Sample, b: Sample, s: Settings) -> dict[str, Any]:
     p = float(res.pvalue)
     effect = hodges_lehmann(c.latencies, b.latencies)
     threshold = s.latency_tolerance * float(out["baseline"]) + s.latency_floor
-    significant = p < 1 - s.confidence
-    out.update(statistic=float(res.statistic), p_value=p, effect=effect, threshold=threshold,
+    significant = p < alpha
+    out.update(statistic=float(res.statistic), p_value=p, alpha=alpha, effect=effect, threshold=threshold,
                verdict=_decide(significant, effect, threshold), worse=significant and effect > 0,
                reason=f"median {out['canary'] * 1000:.1f} ms on the new colour against {out['baseline'] * 1000:.1f} ms "
                       f"on the old: shift {effect * 1000:+.1f} ms, allowed {threshold * 1000:.1f} ms, p={p:.3g}")
@@ -370,15 +417,28 @@ def compare_latency(c: Sample, b: Sample, s: Settings) -> dict[str, Any]:
 
 
 def triggers(c: Sample, recent: Sample | None, s: Settings, judged_for: float,
-             expected_recent: float) -> list[str]:
-    """The checklist's absolute rollback triggers on the canary; each is a reason in words."""
+             expected_recent: float, alpha: float | None = None) -> list[str]:
+    """The checklist's absolute rollback triggers on the canary; each is a reason in words.
+
+    "Error rate above 5 %" and "response time above 5 s" (the p95) are judged as proportions
+    above a limit: the trigger fires when a one-sided binomial test says the canary's error
+    share (or its share of answers slower than the limit) is above 5 %, so a good release's
+    two errors in its first twenty requests do not roll it back, while 30 % errors do at once.
+    """
+    from scipy.stats import binomtest
+
+    alpha = 1 - s.confidence if alpha is None else alpha
     out = []
-    if c.total >= s.trigger_min_samples and c.errors / c.total > s.error_rate_limit:
+    if c.total >= s.trigger_min_samples and c.errors / c.total > s.error_rate_limit \
+            and binomtest(c.errors, c.total, s.error_rate_limit, alternative="greater").pvalue < alpha:
         out.append(f"error rate {c.errors / c.total * 100:.1f}% ({c.errors} of {c.total}) on the new colour is above "
                    f"{s.error_rate_limit * 100:g}%")
-    p95 = _quantile(c.latencies, 0.95)
-    if p95 is not None and len(c.latencies) >= s.trigger_min_samples and p95 > s.latency_limit:
-        out.append(f"p95 response time {p95:.2f} s on the new colour is above {s.latency_limit:g} s")
+    slow = sum(1 for x in c.latencies if x > s.latency_limit)
+    n = len(c.latencies)
+    if n >= s.trigger_min_samples and slow / n > 0.05 \
+            and binomtest(slow, n, 0.05, alternative="greater").pvalue < alpha:
+        out.append(f"p95 response time on the new colour is above {s.latency_limit:g} s ({slow} of {n} answers "
+                   f"slower, p95 {_quantile(c.latencies, 0.95):.2f} s)")
     if recent is not None and judged_for >= s.unavailable_seconds and expected_recent >= 10 \
             and recent.total - recent.errors == 0:
         out.append(f"the new colour answered no request successfully in {s.unavailable_seconds:g} s "
@@ -402,8 +462,8 @@ class Step:
     end: float | None = None                # a window already over: judged once, up to here
 
 
-def evaluate(source: Any, step: Step, s: Settings, now: float) -> dict[str, Any]:
-    """One look at the step so far: both metrics and the triggers."""
+def evaluate(source: Any, step: Step, s: Settings, now: float, alpha: float | None = None) -> dict[str, Any]:
+    """One look at the step so far: both metrics and the triggers, each test at `alpha`."""
     sides = (step.canary, step.baseline)
     win = source.window(step.start, now, sides)
     c = win[step.canary]
@@ -420,9 +480,13 @@ def evaluate(source: Any, step: Step, s: Settings, now: float) -> dict[str, Any]
             expected = float(recent.total) or float(b.total) * s.unavailable_seconds / max(1.0, now - step.start)
         else:
             expected = rwin[step.baseline].total * step.weight / max(1.0, 100 - step.weight)
-    metrics = [compare_errors(c, b, s), compare_latency(c, b, s)]
+    metrics = [compare_errors(c, b, s, alpha), compare_latency(c, b, s, alpha)]
+    note = source.unattributed() if hasattr(source, "unattributed") else ""
+    for m in metrics:
+        if note and m["verdict"] == "inconclusive" and "too few" in m["reason"]:
+            m["reason"] += f"; the log also held {note}"
     return {"at": now, "seconds": round(now - step.start, 3), "metrics": metrics,
-            "triggers": triggers(c, recent, s, now - step.start, expected)}
+            "triggers": triggers(c, recent, s, now - step.start, expected, alpha)}
 
 
 def judge_step(source: Any, step: Step, s: Settings, clock: Callable[[], float] = time.time,
@@ -431,7 +495,10 @@ def judge_step(source: Any, step: Step, s: Settings, clock: Callable[[], float] 
 
     A trigger or a failing metric ends the step at once. After `min_seconds`, the step passes
     when every metric passes; an inconclusive metric extends it, up to `max_seconds`, after
-    which the step fails closed.
+    which the step fails closed. Looking again and again at growing data would make a 2 % test
+    fail a good release far more often than 2 % of the time, so each look tests at
+    (1 - confidence) divided by the number of looks the step may take (Bonferroni): over the
+    whole step, a good release fails with at most the stated chance.
     """
     s.check()
     if not 0 < step.weight <= 100:
@@ -441,6 +508,8 @@ def judge_step(source: Any, step: Step, s: Settings, clock: Callable[[], float] 
                               f"positive and the maximum at least the minimum")
     looks: list[dict[str, Any]] = []
     busy = 0.0
+    n_looks = 1 if step.end is not None else max(1, math.ceil(step.max_seconds / step.interval))
+    alpha = (1 - s.confidence) / n_looks
     verdict, reason, last = "inconclusive", "", None
     while True:
         wake = min(clock() + step.interval, step.start + step.max_seconds)
@@ -448,7 +517,7 @@ def judge_step(source: Any, step: Step, s: Settings, clock: Callable[[], float] 
         if pause > 0:
             sleep(pause)
         t0 = time.perf_counter()
-        last = evaluate(source, step, s, clock() if step.end is None else min(clock(), step.end))
+        last = evaluate(source, step, s, clock() if step.end is None else min(clock(), step.end), alpha)
         busy += time.perf_counter() - t0
         looks.append({"seconds": last["seconds"],
                       "verdicts": {m["name"]: m["verdict"] for m in last["metrics"]},
@@ -475,6 +544,7 @@ def judge_step(source: Any, step: Step, s: Settings, clock: Callable[[], float] 
             "baseline": step.baseline, "start": step.start, "end": last["at"], "seconds": last["seconds"],
             "extended_s": round(max(0.0, last["seconds"] - step.min_seconds), 3) if verdict != "fail" else 0.0,
             "baseline_window": "adjacent" if step.baseline_start is not None else "same",
+            "alpha_per_look": alpha, "looks_allowed": n_looks,
             "metrics": last["metrics"], "triggers": last["triggers"], "looks": looks,
             "judge_seconds": round(busy, 4)}
 

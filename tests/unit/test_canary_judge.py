@@ -122,6 +122,29 @@ def test_an_error_rate_above_5_percent_rolls_back_without_waiting_for_significan
     assert any("above 5%" in t for t in r["triggers"]), r["triggers"]
 
 
+def test_a_few_errors_early_in_a_step_are_no_trigger_but_30_percent_is() -> None:
+    from ansible.module_utils.erni_judge import triggers
+
+    s = Settings()
+    # a release whose users see 3 % errors anyway (as the old colour does): 2 of its first 20
+    assert triggers(Sample(total=20, errors=2), None, s, 5, 0) == []
+    assert triggers(Sample(total=20, errors=6), None, s, 5, 0)[0].startswith("error rate 30.0% (6 of 20)")
+    slow = Sample(latencies=[6.0] * 5 + [0.01] * 15)
+    assert "above 5 s (5 of 20 answers slower" in triggers(slow, None, s, 5, 0)[0]
+
+
+def test_each_look_tests_at_its_share_of_the_confidence(tmp_path: Path) -> None:
+    log = tmp_path / "access.json"
+    start = past(30)
+    traffic(log, start, 30, 40, 10)
+    src = AccessLogSource(str(log), {"blue": BLUE, "green": GREEN}, exclude="^/health")
+    src.start_at(start - 1)
+    step = Step(weight=10, canary="green", baseline="blue", start=start, min_seconds=30, max_seconds=40, interval=2)
+    r = judge_step(src, step, Settings())
+    assert r["looks_allowed"] == 20 and r["alpha_per_look"] == pytest.approx(0.001)
+    assert all(m["alpha"] == pytest.approx(0.001) for m in r["metrics"] if m["p_value"] is not None)
+
+
 def test_too_few_requests_is_inconclusive_and_fails_closed(tmp_path: Path) -> None:
     log = tmp_path / "access.json"
     start = past(5)
@@ -163,6 +186,30 @@ def test_a_request_nginx_passed_on_counts_the_failed_attempt_against_its_upstrea
     assert src.bad_lines == 1
 
 
+def test_addresses_of_no_colour_are_said_when_there_are_too_few_requests(tmp_path: Path) -> None:
+    log = tmp_path / "access.json"
+    start = past(10)
+    traffic(log, start, 10, 40, 10)
+    text = log.read_text().replace(GREEN, "10.0.0.7:8080")      # nginx logged another address
+    log.write_text(text + json.dumps({"msec": f"{start + 1:.3f}", "request_uri": "/ws/socket.io", "status": "101",
+                                      "upstream_addr": BLUE, "upstream_status": "101",
+                                      "upstream_response_time": "300.0"}) + "\n")
+    r = judge(log, start, 10, seconds=10)
+    assert r["verdict"] == "inconclusive"
+    assert "10.0.0.7:8080" in r["metrics"][0]["reason"] and "check upstreams" in r["metrics"][0]["reason"]
+    assert r["metrics"][1]["n_baseline"] < 400        # the websocket's 300 s is no answer time
+
+
+def test_the_window_start_is_found_however_far_back_it_is(tmp_path: Path) -> None:
+    log = tmp_path / "access.json"
+    start = past(200)
+    traffic(log, start, 200, 100, 50)                 # about 3 MB of lines
+    src = AccessLogSource(str(log), {"blue": BLUE, "green": GREEN}, exclude="^/health")
+    src.start_at(start + 1, backscan_bytes=4096)
+    w = src.window(start + 1, start + 200, ["blue", "green"])
+    assert sum(x.total for x in w.values()) == pytest.approx(19900, abs=2)
+
+
 def test_the_last_step_reads_the_old_colour_in_the_window_before_it(tmp_path: Path) -> None:
     log = tmp_path / "access.json"
     before, switch = past(60), past(30)
@@ -191,7 +238,7 @@ def test_the_log_is_read_on_from_where_it_was_left(tmp_path: Path) -> None:
 
 def test_histogram_buckets_become_one_point_per_observation() -> None:
     pts = histogram_points([(0.005, 3), (0.01, 5), (0.025, 5), (float("inf"), 6)])
-    assert pts == [0.0025] * 3 + [0.0075] * 2 + [0.05]
+    assert pts == pytest.approx([0.005 / 6, 0.0025, 0.005 * 5 / 6, 0.00625, 0.00875, 0.05])
 
 
 @pytest.mark.parametrize("raw, words", [
