@@ -59,7 +59,7 @@ def test_the_access_log_and_prometheus_agree_on_the_same_window(production) -> N
     build_release("6.2.2")
     run, _ = production("6.2.1")
     assert run.rc == 0, run.output[-4000:]
-    run, report = production("6.2.2", "-e", "canary_step_seconds=30")   # six scrapes in the 10 % step
+    run, report = production("6.2.2", "-e", "canary_step_seconds=20")   # four scrapes in the 10 % step
     assert run.rc == 0, run.output[-4000:]
     step = steps(report)[0]                        # 10 %: both colours serve in it
     state = json.loads((SANDBOX_DIR / "deploy" / "production" / "state.json").read_text())

@@ -146,7 +146,8 @@ def test_the_module_warns_when_it_did_not_settle_and_keeps_headers_secret(server
     assert not res.get("failed"), res
     assert res["changed"] is False and res["settled"] is False
     assert "did not settle within max_seconds=1: median " in str(res["warnings"]), res["warnings"]
-    assert len(res["warnings"]) == 1, res["warnings"]
+    # in one process, Ansible's warnings of earlier modules are still listed: count this one's
+    assert str(res["warnings"]).count("did not settle") == 1, res["warnings"]
     assert set(res) >= {"requests", "abandoned", "seconds", "settled", "batches", "first_median_ms",
                         "last_median_ms", "statuses", "per_path", "msg"}
     assert server.requests and all(h.get("Authorization") == f"Bearer {TOKEN}" for _, _, h, _ in server.requests)
