@@ -95,7 +95,11 @@ class Metric:
 
     @classmethod
     def from_params(cls, p: dict[str, Any], baselines: dict[str, float] | None, baseline_file: str | None,
-                    require_baseline: bool = True) -> Metric:
+                    require_baseline: bool = True, staging_comparison: str = "fail",
+                    live_judge: list[dict[str, Any]] | None = None) -> Metric:
+        """`staging_comparison` is the default for metrics that do not set their own; with
+        `live_judge` (the canary judge's steps), a metric's `judge_metric` says whether the judge
+        found the new colour worse on it."""
         name = p["name"]
         for key in ("limit", "tolerance", "noise_floor", "baseline", "baseline_offset", "baseline_at", "weight"):
             v = p.get(key)
@@ -132,7 +136,8 @@ class Metric:
                    baseline_at=p.get("baseline_at"),
                    no_data=p.get("no_data") or "fail", critical=p.get("critical", True) is not False,
                    weight=p.get("weight") or 1.0, unit=p.get("unit") or "", baseline_source=source,
-                   staging_comparison=p.get("staging_comparison") or "fail", live_worse=bool(p.get("live_worse")))
+                   staging_comparison=p.get("staging_comparison") or staging_comparison,
+                   live_worse=bool(p.get("live_worse")) or judged_worse(live_judge or [], p.get("judge_metric")))
 
     def limit_ok(self, value: float) -> bool:
         lower = self.direction == "lower"
@@ -167,6 +172,12 @@ class Metric:
                 return bad, f"{why}, and the live judge found the new colour worse than the old one", delta
             return bad, why, delta
         return "pass", None, delta
+
+
+def judged_worse(steps: list[dict[str, Any]], judge_metric: str | None) -> bool:
+    """Whether any canary step found the new colour significantly worse on that metric."""
+    return bool(judge_metric) and any(m.get("name") == judge_metric and m.get("worse")
+                                      for st in steps for m in st.get("metrics") or [])
 
 
 def fmt(value: float | None, unit: str) -> str:

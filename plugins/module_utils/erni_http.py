@@ -35,6 +35,15 @@ except ImportError:  # pragma: no cover - reported when an assertion needs it
 _MISSING = object()
 
 
+def tls_verify(params: dict[str, Any], warn: Any, what: str = "server") -> bool | str:
+    """requests' `verify` from a module's validate_certs and ca_path; turning verification off is
+    warned about, naming what would then pass unchecked."""
+    if not params["validate_certs"]:
+        warn(f"TLS certificate verification is off: a wrong or forged {what} would pass")
+        return False
+    return params["ca_path"] or True
+
+
 def make_session(verify: bool | str = True, pool_size: int = 20) -> requests.Session:
     """A session with connection pooling sized for concurrent checks; retries are ours.
 

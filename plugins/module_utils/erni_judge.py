@@ -82,10 +82,14 @@ class Sample:
                 self.latencies.append(a.latency)
 
 
+def _parts(raw: Any) -> list[str]:
+    """nginx's list of upstreams tried: "a, b" (passed on) or "a : b" (an internal redirect)."""
+    return [p.strip() for p in str(raw if raw is not None else "").replace(" : ", ", ").split(",")]
+
+
 def _floats(raw: Any) -> list[float | None]:
     out: list[float | None] = []
-    for part in str(raw if raw is not None else "").replace(" : ", ", ").split(","):
-        part = part.strip()
+    for part in _parts(raw):
         try:
             out.append(float(part))
         except ValueError:
@@ -207,7 +211,7 @@ class AccessLogSource:
             return          # a websocket: its time is the connection's life, not an answer's
         if (self.include and not self.include.search(uri)) or (self.exclude and self.exclude.search(uri)):
             return
-        addrs = [a.strip() for a in str(rec.get(self.f["upstream_addr"]) or "").replace(" : ", ", ").split(",")]
+        addrs = _parts(rec.get(self.f["upstream_addr"]))
         statuses = _floats(rec.get(self.f["upstream_status"]))
         times = _floats(rec.get(self.f["upstream_time"]))
         final = _floats(rec.get(self.f["status"]))[0]
@@ -461,6 +465,32 @@ class Step:
     baseline_end: float | None = None
     end: float | None = None                # a window already over: judged once, up to here
 
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Each bad value named, as the module's options are called."""
+        if self.canary == self.baseline:
+            raise JudgeInputError(f"canary and baseline are both {self.canary!r}: a colour cannot be judged "
+                                  f"against itself")
+        for key, value, ok, rule in (
+                ("step_seconds", self.min_seconds, self.min_seconds > 0, "positive"),
+                ("max_seconds", self.max_seconds, self.max_seconds >= self.min_seconds, "at least step_seconds"),
+                ("interval", self.interval, self.interval > 0, "positive"),
+                ("weight", self.weight, 0 < self.weight <= 100, "in (0, 100]")):
+            if not ok:
+                raise JudgeInputError(f"{key}={value:g} must be {rule}")
+
+    @classmethod
+    def after_switch(cls, weight: float, switched_at: float, **kw: Any) -> Step:
+        """A step of a rollout that switched at `switched_at`. At 100 % the old colour has no
+        traffic: it is read over the step's length just before the switch, when it carried all
+        of it (the load the new colour carries now)."""
+        if weight >= 100 and kw.get("baseline_start") is None:
+            kw["baseline_start"] = switched_at - kw["min_seconds"]
+            kw["baseline_end"] = switched_at
+        return cls(weight=weight, **kw)
+
 
 def evaluate(source: Any, step: Step, s: Settings, now: float, alpha: float | None = None) -> dict[str, Any]:
     """One look at the step so far: both metrics and the triggers, each test at `alpha`."""
@@ -501,11 +531,6 @@ def judge_step(source: Any, step: Step, s: Settings, clock: Callable[[], float] 
     whole step, a good release fails with at most the stated chance.
     """
     s.check()
-    if not 0 < step.weight <= 100:
-        raise JudgeInputError(f"weight={step.weight} must be in (0, 100]")
-    if step.min_seconds <= 0 or step.max_seconds < step.min_seconds:
-        raise JudgeInputError(f"step seconds: min {step.min_seconds}, max {step.max_seconds}: the minimum must be "
-                              f"positive and the maximum at least the minimum")
     looks: list[dict[str, Any]] = []
     busy = 0.0
     n_looks = 1 if step.end is not None else max(1, math.ceil(step.max_seconds / step.interval))
@@ -540,13 +565,20 @@ def judge_step(source: Any, step: Step, s: Settings, clock: Callable[[], float] 
                       + "; ".join(f"{m['name']}: {m['reason']}" for m in unsure))
             break
     assert last is not None
-    return {"verdict": verdict, "reason": reason, "weight": step.weight, "canary": step.canary,
+    result = {"verdict": verdict, "reason": reason, "weight": step.weight, "canary": step.canary,
             "baseline": step.baseline, "start": step.start, "end": last["at"], "seconds": last["seconds"],
             "extended_s": round(max(0.0, last["seconds"] - step.min_seconds), 3) if verdict != "fail" else 0.0,
             "baseline_window": "adjacent" if step.baseline_start is not None else "same",
             "alpha_per_look": alpha, "looks_allowed": n_looks,
             "metrics": last["metrics"], "triggers": last["triggers"], "looks": looks,
             "judge_seconds": round(busy, 4)}
+    # what the report keeps of the step (the looks stay in the task's result)
+    result["step"] = {k: result[k] for k in REPORTED}
+    return result
+
+
+REPORTED = ("verdict", "reason", "weight", "start", "end", "seconds", "extended_s", "metrics", "triggers",
+            "baseline_window", "judge_seconds")
 
 
 def as_checks(result: dict[str, Any]) -> list[dict[str, Any]]:

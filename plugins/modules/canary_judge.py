@@ -61,6 +61,15 @@ options:
     description:
       - For O(source=prometheus), each colour's label matchers, as C(job="erni-ki",colour="blue") for blue.
     type: dict
+  selector:
+    description:
+      - For O(source=prometheus) without O(selectors), the label matchers both colours share; each
+        side adds O(colour_label) with its colour's name.
+    type: str
+  colour_label:
+    description: The label that names the colour, with O(selector).
+    type: str
+    default: colour
   requests_metric:
     description: Counter of requests, with a status label (O(source=prometheus)).
     type: str
@@ -87,6 +96,12 @@ options:
     required: true
   start:
     description: When the step began (epoch seconds); the window runs from here. Default now.
+    type: float
+  switched_at:
+    description:
+      - When the rollout first sent traffic to the new colour (epoch seconds); default O(start).
+      - At O(weight=100) the old colour has no traffic left, so it is read over O(step_seconds)
+        just before this time, when it carried all of it, unless O(baseline_start) says otherwise.
     type: float
   end:
     description:
@@ -230,6 +245,10 @@ extended_s:
   description: Seconds the step ran past step_seconds because a metric was inconclusive.
   returned: always, except with validate_only
   type: float
+step:
+  description: What the report keeps of the step (verdict, reason, weight, window, metrics, triggers, times).
+  returned: always, except with validate_only
+  type: dict
 judge_seconds:
   description: The judge's own time (reading and computing), without the waits.
   returned: always, except with validate_only
@@ -281,6 +300,8 @@ def main() -> None:
         include=dict(type="str", default=""),
         exclude=dict(type="str", default=""),
         selectors=dict(type="dict"),
+        selector=dict(type="str"),
+        colour_label=dict(type="str", default="colour"),
         requests_metric=dict(type="str", default="http_requests_total"),
         histogram_metric=dict(type="str", default="http_request_duration_seconds"),
         extra_matchers=dict(type="str", default=""),
@@ -288,6 +309,7 @@ def main() -> None:
         baseline=dict(type="str", required=True),
         weight=dict(type="float", required=True),
         start=dict(type="float"),
+        switched_at=dict(type="float"),
         end=dict(type="float"),
         baseline_start=dict(type="float"),
         baseline_end=dict(type="float"),
@@ -314,8 +336,12 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=spec, supports_check_mode=True,
         required_if=[("source", "access_log", ("access_log", "upstreams"), False),
-                     ("source", "prometheus", ("prometheus_url", "selectors"), False)])
+                     ("source", "prometheus", ("prometheus_url",), False),
+                     ("source", "prometheus", ("selectors", "selector"), True)])
     p = module.params
+    if p["source"] == "prometheus" and not p["selectors"]:
+        p["selectors"] = {side: f'{p["selector"]},{p["colour_label"]}="{side}"'
+                          for side in (p["canary"], p["baseline"])}
     settings = Settings(**{k: p[k] for k in SETTINGS})
     try:
         settings.check()
@@ -326,15 +352,11 @@ def main() -> None:
             if side not in table:
                 raise JudgeInputError(f"colour {side!r} is not in {key} "
                                       f"(it has: {', '.join(sorted(table)) or 'nothing'})")
-        for key, ok, rule in (("step_seconds", p["step_seconds"] > 0, "positive"),
-                              ("max_seconds", p["max_seconds"] >= p["step_seconds"], "at least step_seconds"),
-                              ("interval", p["interval"] > 0, "positive"),
-                              ("weight", 0 < p["weight"] <= 100, "in (0, 100]")):
-            if not ok:
-                raise JudgeInputError(f"{key}={p[key]:g} must be {rule}")
-        if p["canary"] == p["baseline"]:
-            raise JudgeInputError(f"canary and baseline are both {p['canary']!r}: a colour cannot be judged "
-                                  f"against itself")
+        start = p["start"] if p["start"] is not None else time.time()
+        step = Step.after_switch(p["weight"], p["switched_at"] if p["switched_at"] is not None else start,
+                                 canary=p["canary"], baseline=p["baseline"], start=start,
+                                 min_seconds=p["step_seconds"], max_seconds=p["max_seconds"], interval=p["interval"],
+                                 baseline_start=p["baseline_start"], baseline_end=p["baseline_end"], end=p["end"])
     except JudgeInputError as exc:
         module.fail_json(msg=str(exc))
     if p["validate_only"]:
@@ -346,13 +368,12 @@ def main() -> None:
     if not HAS_SCIPY:
         module.fail_json(msg=missing_required_lib("scipy"))
 
-    start = p["start"] if p["start"] is not None else time.time()
     client = None
     try:
         if p["source"] == "access_log":
             source = AccessLogSource(p["access_log"], {k: str(v) for k, v in p["upstreams"].items()},
                                      include=p["include"], exclude=p["exclude"], fields=p["log_fields"])
-            source.start_at(min(start, p["baseline_start"] or start))
+            source.start_at(min(step.start, step.baseline_start or step.start))
         else:
             try:
                 client = client_from_params(p, module.warn)
@@ -360,9 +381,6 @@ def main() -> None:
                 module.fail_json(msg=str(exc))
             source = PrometheusSource(client, {k: str(v) for k, v in p["selectors"].items()}, p["requests_metric"],
                                       p["histogram_metric"], extra_matchers=p["extra_matchers"])
-        step = Step(weight=p["weight"], canary=p["canary"], baseline=p["baseline"], start=start,
-                    min_seconds=p["step_seconds"], max_seconds=p["max_seconds"], interval=p["interval"],
-                    baseline_start=p["baseline_start"], baseline_end=p["baseline_end"], end=p["end"])
         result = judge_step(source, step, settings)
     except JudgeInputError as exc:
         module.fail_json(msg=str(exc))

@@ -182,7 +182,7 @@ elapsed_s:
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.erni_http import HAS_REQUESTS, REQUESTS_IMPORT_ERROR, run_checks
+from ansible.module_utils.erni_http import HAS_REQUESTS, REQUESTS_IMPORT_ERROR, run_checks, tls_verify
 
 CHECK_SPEC = dict(
     name=dict(type="str"),
@@ -238,12 +238,7 @@ def main() -> None:
             if v is not None and (v < 0 or v != v):
                 module.fail_json(msg=f"checks[{i}].{field}={v} must be 0 or more")
 
-    verify: bool | str = True
-    if not p["validate_certs"]:
-        module.warn("TLS certificate verification is off: a wrong or forged server would pass")
-        verify = False
-    elif p["ca_path"]:
-        verify = p["ca_path"]
+    verify = tls_verify(p, module.warn, "server")
 
     t0 = time.monotonic()
     results = run_checks(p["checks"], verify=verify, concurrency=p["concurrency"],

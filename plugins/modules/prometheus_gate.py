@@ -92,18 +92,32 @@ options:
         type: str
         default: ""
       staging_comparison:
-        description:
-          - What exceeding the baseline's tolerance does. V(fail) fails the metric. V(warn) is the
-            checklist's DEGRADED (reported; consider rollback if critical), never a rollback on its own.
-            V(blocking) fails only when O(metrics[].live_worse) says the live canary judge found the
-            new colour worse than the old one. Limits always fail.
+        description: This metric's O(staging_comparison); default the module's.
         type: str
         choices: [fail, warn, blocking]
-        default: fail
       live_worse:
         description: The canary judge found the new colour significantly worse than the old one on this metric.
         type: bool
         default: false
+      judge_metric:
+        description: The canary judge's metric that stands for this one (O(live_judge)).
+        type: str
+        choices: [error_ratio, latency]
+  staging_comparison:
+    description:
+      - What exceeding the baseline's tolerance does. V(fail) fails the metric. V(warn) is the
+        checklist's DEGRADED (reported; consider rollback if critical), never a rollback on its own.
+        V(blocking) fails only when the live canary judge found the new colour worse than the old
+        one (O(metrics[].live_worse), or O(live_judge) on the metric's O(metrics[].judge_metric)).
+        Limits always fail.
+    type: str
+    choices: [fail, warn, blocking]
+    default: fail
+  live_judge:
+    description: The canary judge's steps (their C(step) results), which blocking comparisons consult.
+    type: list
+    elements: dict
+    default: []
   baseline_file:
     description: YAML file of baselines in the checklist's shape.
     type: path
@@ -280,8 +294,9 @@ METRIC_SPEC = dict(
     critical=dict(type="bool", default=True),
     weight=dict(type="float", default=1),
     unit=dict(type="str", default=""),
-    staging_comparison=dict(type="str", choices=["fail", "warn", "blocking"], default="fail"),
+    staging_comparison=dict(type="str", choices=["fail", "warn", "blocking"]),
     live_worse=dict(type="bool", default=False),
+    judge_metric=dict(type="str", choices=["error_ratio", "latency"]),
 )
 
 
@@ -291,6 +306,8 @@ def main() -> None:
         metrics=dict(type="list", elements="dict", required=True, options=METRIC_SPEC,
                      mutually_exclusive=[["baseline", "baseline_key", "baseline_query", "baseline_offset"]]),
         baseline_file=dict(type="path"),
+        staging_comparison=dict(type="str", choices=["fail", "warn", "blocking"], default="fail"),
+        live_judge=dict(type="list", elements="dict", default=[]),
         count=dict(type="int", default=1),
         interval=dict(type="float", default=0),
         failure_limit=dict(type="int", default=0),
@@ -333,7 +350,8 @@ def main() -> None:
                 raise GateInputError(f"baseline_file {p['baseline_file']} cannot be read: {exc.strerror}") from exc
             baselines = load_baselines(text, p["baseline_file"])
         # validating alone, a tolerance may wait for the baseline the run will name later
-        metrics = [Metric.from_params(m, baselines, p["baseline_file"], require_baseline=not p["validate_only"])
+        metrics = [Metric.from_params(m, baselines, p["baseline_file"], require_baseline=not p["validate_only"],
+                                      staging_comparison=p["staging_comparison"], live_judge=p["live_judge"])
                    for m in p["metrics"]]
     except GateInputError as exc:
         module.fail_json(msg=str(exc))

@@ -163,7 +163,7 @@ per_path:
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.erni_http import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
+from ansible.module_utils.erni_http import HAS_REQUESTS, REQUESTS_IMPORT_ERROR, tls_verify
 from ansible.module_utils.erni_warmup import (
     WarmupError,
     WarmupInputError,
@@ -205,12 +205,7 @@ def main() -> None:
     if module.check_mode:
         module.exit_json(changed=False, skipped=True, msg=f"check mode: {describe_plan(**plan)}")
 
-    verify: bool | str = True
-    if not p["validate_certs"]:
-        module.warn("TLS certificate verification is off: a wrong or forged server would be warmed up")
-        verify = False
-    elif p["ca_path"]:
-        verify = p["ca_path"]
+    verify = tls_verify(p, module.warn, "server")
 
     try:
         result = warm_up(headers=p["headers"], settle_tolerance=p["settle_tolerance"],

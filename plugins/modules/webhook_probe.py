@@ -160,7 +160,7 @@ summary:
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.erni_http import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
+from ansible.module_utils.erni_http import HAS_REQUESTS, REQUESTS_IMPORT_ERROR, tls_verify
 from ansible.module_utils.erni_webhook import (
     AUTH_MODES,
     ENDPOINTS,
@@ -214,12 +214,7 @@ def main() -> None:
         if not p[key] > 0:
             module.fail_json(msg=f"{key}={p[key]} must be a number above 0")
 
-    verify: bool | str = True
-    if not p["validate_certs"]:
-        module.warn("TLS certificate verification is off: a wrong or forged receiver would pass")
-        verify = False
-    elif p["ca_path"]:
-        verify = p["ca_path"]
+    verify = tls_verify(p, module.warn, "receiver")
 
     result = probe_receiver(p["url"], p["endpoint"], p["secret"], auth_mode=p["auth_mode"],
                             alert_name=p["alert_name"], severity=p["severity"], status=p["status"],

@@ -60,9 +60,15 @@ def traffic(path: Path, start: float, seconds: float, rate: float, weight: float
         fh.write("\n".join(lines) + "\n")
 
 
+def reader(path: Path, since: float, exclude: str = "^/health") -> AccessLogSource:
+    """The judge's reader of `path`, from `since` on."""
+    src = AccessLogSource(str(path), {"blue": BLUE, "green": GREEN}, exclude=exclude)
+    src.start_at(since)
+    return src
+
+
 def judge(path: Path, start: float, weight: float, seconds: float = 20, **settings: float) -> dict:
-    src = AccessLogSource(str(path), {"blue": BLUE, "green": GREEN}, exclude="^/(health|metrics|api/version)")
-    src.start_at(start - 60)
+    src = reader(path, start - 60, exclude="^/(health|metrics|api/version)")
     step = Step(weight=weight, canary="green", baseline="blue", start=start, min_seconds=seconds,
                 max_seconds=seconds, interval=0.01)
     return judge_step(src, step, Settings(**settings))
@@ -137,8 +143,7 @@ def test_each_look_tests_at_its_share_of_the_confidence(tmp_path: Path) -> None:
     log = tmp_path / "access.json"
     start = past(30)
     traffic(log, start, 30, 40, 10)
-    src = AccessLogSource(str(log), {"blue": BLUE, "green": GREEN}, exclude="^/health")
-    src.start_at(start - 1)
+    src = reader(log, start - 1)
     step = Step(weight=10, canary="green", baseline="blue", start=start, min_seconds=30, max_seconds=40, interval=2)
     r = judge_step(src, step, Settings())
     assert r["looks_allowed"] == 20 and r["alpha_per_look"] == pytest.approx(0.001)
@@ -205,7 +210,7 @@ def test_the_window_start_is_found_however_far_back_it_is(tmp_path: Path) -> Non
     start = past(200)
     traffic(log, start, 200, 100, 50)                 # about 3 MB of lines
     src = AccessLogSource(str(log), {"blue": BLUE, "green": GREEN}, exclude="^/health")
-    src.start_at(start + 1, backscan_bytes=4096)
+    src.start_at(start + 1, backscan_bytes=4096)          # the reader must look further back itself
     w = src.window(start + 1, start + 200, ["blue", "green"])
     assert sum(x.total for x in w.values()) == pytest.approx(19900, abs=2)
 
@@ -215,8 +220,7 @@ def test_the_last_step_reads_the_old_colour_in_the_window_before_it(tmp_path: Pa
     before, switch = past(60), past(30)
     traffic(log, before, 30, 40, 0)                            # all on blue
     traffic(log, switch, 30, 40, 100, canary_extra=0.2)        # all on green, slower
-    src = AccessLogSource(str(log), {"blue": BLUE, "green": GREEN}, exclude="^/health")
-    src.start_at(before)
+    src = reader(log, before)
     step = Step(weight=100, canary="green", baseline="blue", start=switch, min_seconds=30, max_seconds=30,
                 interval=0.01, baseline_start=before, baseline_end=switch)
     r = judge_step(src, step, Settings())
@@ -228,8 +232,7 @@ def test_the_log_is_read_on_from_where_it_was_left(tmp_path: Path) -> None:
     log = tmp_path / "access.json"
     start = past(10)
     traffic(log, start, 5, 10, 50)
-    src = AccessLogSource(str(log), {"blue": BLUE, "green": GREEN}, exclude="^/health")
-    src.start_at(start - 1)
+    src = reader(log, start - 1)
     first = sum(s.total for s in src.window(start - 1, start + 20, ["blue", "green"]).values())
     traffic(log, start + 5, 5, 10, 50, seed=9)
     both = sum(s.total for s in src.window(start - 1, start + 20, ["blue", "green"]).values())
