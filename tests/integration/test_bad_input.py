@@ -93,3 +93,34 @@ def test_a_release_not_in_the_registry_changes_nothing(tmp_path: Path, unchanged
     assert run.rc != 0
     assert "127.0.0.1:5000/erni-ki:0.0.405" in run.output
     assert "TASK [compose_rollout : Start the colour]" not in run.output
+
+
+@pytest.mark.parametrize("name", ["../../etc", "1.1.0;touch x", "1" * 300, "1.1", "1.1.0 "],
+                         ids=["path", "command", "300 characters", "not semver", "trailing space"])
+def test_a_bad_release_name_is_refused_by_the_first_task(tmp_path: Path, unchanged, name) -> None:
+    """The whole pipeline, from its first play: the name never reaches the registry, a path or a
+    command (no CHANGELOG read, no record looked up, no quality command started)."""
+    run = run_playbook("deploy.yml", "-i", "inventories/sandbox", "-e", json.dumps({"release_version": name}),
+                       env={"ERNI_RECORDS_DIR": str(tmp_path / "records"), "ERNI_REPORT_DIR": str(tmp_path / "reports"),
+                            "SANDBOX_DIR": str(SANDBOX_DIR)}, timeout=120)
+    assert run.rc != 0
+    assert "is not a release name: it must match release_version_pattern" in run.output, run.output[-3000:]
+    assert f"({len(name)} characters)" in run.output
+    tasks = [line for line in run.output.splitlines() if line.startswith("TASK [")]
+    assert len(tasks) <= 2 and "release" in tasks[-1], tasks   # an include and the check itself
+    assert "invalid reference format" not in run.output
+    assert not (ROOT / "x").exists() and not (tmp_path / "records").exists()
+
+
+def test_a_damaged_state_file_is_named_before_anything_changes(tmp_path: Path) -> None:
+    build_release("8.0.0")
+    if not STATE.exists():
+        assert deploy(tmp_path, "8.0.0").rc == 0
+    good, serving = STATE.read_text(), serving_version()
+    try:
+        STATE.write_text(good[: len(good) // 2])              # a write cut short (a full disk)
+        run = deploy(tmp_path, "8.0.0")
+    finally:
+        STATE.write_text(good)
+    refused_early(run, f"the deploy state file {STATE} is not valid JSON", "write the file again", "move it aside")
+    assert serving_version() == serving
