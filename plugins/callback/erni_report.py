@@ -173,6 +173,7 @@ _SKIP_VARS = frozenset({"hostvars", "vars", "groups", "group_names", "ansible_fa
                         "omit", "play_hosts", "ansible_play_hosts", "ansible_play_hosts_all",
                         "ansible_play_batch", "role_names", "ansible_role_names"})
 _MIN_SECRET_LEN = 4  # shorter values cannot be removed from text without destroying it
+_SECRET_WINDOW = 8  # the shortest piece of a longer secret that is masked wherever it appears
 _BOOKKEEPING_ACTIONS = frozenset({"meta", "ansible.builtin.meta", "ansible.legacy.meta",
                                   "gather_facts", "ansible.builtin.gather_facts", "ansible.legacy.gather_facts",
                                   "setup", "ansible.builtin.setup", "ansible.legacy.setup",
@@ -286,16 +287,39 @@ def _item_status(item: Mapping[str, Any]) -> str:
     return "inconclusive"
 
 
+def _secrets_utils() -> Any:
+    """plugins/module_utils/erni_secrets.py, the one redaction implementation: from the collection
+    when the repository is installed as erni.deploy, else from this checkout."""
+    try:
+        from ansible_collections.erni.deploy.plugins.module_utils import erni_secrets  # type: ignore[import-not-found]
+        return erni_secrets
+    except ImportError:
+        pass
+    import importlib.util
+    import sys
+    name = "erni_report_secrets"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).resolve().parent.parent / "module_utils" / "erni_secrets.py")
+        if spec is None or spec.loader is None:
+            raise ImportError("plugins/module_utils/erni_secrets.py not found beside the callback")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 class Redactor:
-    """Replaces every known secret value, also inside longer strings, with MASK."""
+    """Masks every piece of a known secret, _SECRET_WINDOW characters or longer, in any letter
+    case (a secret lower-cased into a slug is still the secret), and shorter secrets where they
+    occur whole: a secret split by quoting (its tail after a quote) cannot slip through."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        values = sorted({s for s in secrets if len(s) >= _MIN_SECRET_LEN and s != MASK}, key=len, reverse=True)
-        # Case-insensitive: a secret lower-cased into a slug or a key is still the secret.
-        self._pattern = re.compile("|".join(re.escape(s) for s in values), re.IGNORECASE) if values else None
+        self._window = _secrets_utils().Redactor(secrets, window=_SECRET_WINDOW, ignore_case=True,
+                                                 min_short=_MIN_SECRET_LEN)
 
     def text(self, s: str) -> str:
-        return self._pattern.sub(MASK, s) if self._pattern else s
+        return self._window.text(s)
 
     def deep(self, value: Any) -> Any:
         if isinstance(value, str):

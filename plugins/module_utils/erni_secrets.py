@@ -73,35 +73,51 @@ class AuditInputError(ValueError):
 # --- redaction -------------------------------------------------------------------------------
 
 class Redactor:
-    """Masks every run of text that shares WINDOW or more characters with a secret value.
+    """Masks every run of text that shares `window` or more characters with a secret value.
 
-    Values shorter than WINDOW are masked where they occur whole, as Ansible's no_log does.
-    Dict keys are left alone: they are the result's fixed schema, never input.
+    Values shorter than `window` (and at least `min_short` long) are masked where they occur
+    whole, as Ansible's no_log does. With `ignore_case`, a secret lower-cased into a slug or a
+    key is still found. Dict keys are left alone by apply(): they are the result's fixed schema,
+    never input. The report callback uses the same class on everything it writes.
+
+    Written here rather than taken from a library: redaction libraries match whole values or
+    known token formats; a piece of a secret (the tail left after a quote split it) is what
+    leaks in practice, and only a sliding window over every value finds it.
     """
 
-    def __init__(self, values: Iterable[str]) -> None:
+    def __init__(self, values: Iterable[str], window: int = WINDOW, ignore_case: bool = False,
+                 min_short: int = 1) -> None:
+        self.window, self.ignore_case = window, ignore_case
         self.windows: set[str] = set()
         self.short: set[str] = set()
         for value in values:
-            if not value:
+            if not value or value == MASK or len(value) < min_short:
                 continue
-            if len(value) >= WINDOW:
-                self.windows.update(value[i:i + WINDOW] for i in range(len(value) - WINDOW + 1))
+            value = self._fold(value)
+            if len(value) >= window:
+                self.windows.update(value[i:i + window] for i in range(len(value) - window + 1))
             else:
                 self.short.add(value)
+
+    def _fold(self, text: str) -> str:
+        """Lower case that keeps every character's position (a few lower-case to two)."""
+        if not self.ignore_case:
+            return text
+        return "".join(low if len(low := ch.lower()) == 1 else ch for ch in text)
 
     def text(self, text: str) -> str:
         if not text or not (self.windows or self.short):
             return text
+        folded, window = self._fold(text), self.window
         marked = [False] * len(text)
-        for i in range(len(text) - WINDOW + 1):
-            if text[i:i + WINDOW] in self.windows:
-                marked[i:i + WINDOW] = [True] * WINDOW
+        for i in range(len(text) - window + 1):
+            if folded[i:i + window] in self.windows:
+                marked[i:i + window] = [True] * window
         for value in self.short:
-            start = text.find(value)
+            start = folded.find(value)
             while start != -1:
                 marked[start:start + len(value)] = [True] * len(value)
-                start = text.find(value, start + 1)
+                start = folded.find(value, start + 1)
         if not any(marked):
             return text
         out: list[str] = []

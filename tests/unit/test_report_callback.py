@@ -295,6 +295,10 @@ def test_no_secret_reaches_the_report(tmp_path: Path) -> None:
     assert echo["limit"] == "smtp=********"
     assert echo["reason"] == "deploy token ******** and bot deploy-bot"  # api_key_name is no secret
     assert checks[("a result that echoes secrets", "web2")]["value"] == "db - token ********"
+    # pieces of 8 characters or more are masked too: a tail, an upper-cased cut, a split at a quote
+    pieces = checks[("a result that shows pieces of a secret", "web1")]
+    assert (pieces["value"], pieces["limit"]) == ("tail ********", "********")
+    assert pieces["reason"] == "cut by a quote: ********'********"
     assert checks[("a failure that prints a secret", "web2")]["reason"] == "login refused for token ********/********"
     hidden = checks[("a no_log task whose result holds an unnamed secret", "web1")]
     assert (hidden["status"], hidden["reason"], hidden["value"]) == ("fail", "the output was hidden (no_log)", None)
