@@ -27,7 +27,16 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import requests  # noqa: E402
 
-from helpers import CA_FILE, PROD_URL, VENV_BIN, build_release, run_playbook, secret, serving_version  # noqa: E402
+from helpers import (  # noqa: E402
+    CA_FILE,
+    PROD_URL,
+    VENV_BIN,
+    build_release,
+    run_playbook,
+    secret,
+    serving_version,
+    staging_passed,
+)
 from loadgen import Load  # noqa: E402
 from modules_harness import run_module  # noqa: E402
 
@@ -175,10 +184,8 @@ def bench_rollback() -> Figure:
     build_release("5.9.0", "ERROR_RATE=0.3")
     ensure_serving("5.0.0")
     records = Path(tempfile.mkdtemp(prefix="erni-bench-records-"))
-    (records / "5.9.0").mkdir()
     # as if 5.9.0 had passed staging: its fault shows only under production traffic
-    (records / "5.9.0" / "staging.json").write_text(json.dumps(
-        {"release": "5.9.0", "passed": True, "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}))
+    staging_passed(records, "5.9.0")
     reports = Path(tempfile.mkdtemp(prefix="erni-bench-reports-"))
     with Load(PROD_URL + "/", rate=20, max_seconds=300, verify=CA_FILE) as load:
         run = run_playbook("playbooks/production_deployment.yml", "-i", "inventories/sandbox",
@@ -306,8 +313,7 @@ class Production:
         rec = self.records / release
         rec.mkdir(parents=True, exist_ok=True)
         if not (rec / "staging.json").exists():
-            (rec / "staging.json").write_text(json.dumps({"release": release, "passed": True, "finished":
-                                                          datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}))
+            staging_passed(self.records, release)
             (rec / "staging-baseline.yml").write_text(self.baseline)
         t0 = time.monotonic()
         run = run_playbook("playbooks/production_deployment.yml", "-i", "inventories/sandbox",

@@ -20,6 +20,7 @@ SANDBOX_DIR = Path(os.environ.get("SANDBOX_DIR", ROOT / ".sandbox"))
 VENV_BIN = Path(sys.executable).parent
 PROD_URL = "https://127.0.0.1:8443"
 CA_FILE = str(SANDBOX_DIR / "tls" / "ca.crt")
+REGISTRY = "127.0.0.1:5000"
 
 
 @dataclass
@@ -82,6 +83,26 @@ def build_release(version: str, *knobs: str) -> str:
         assert proc.returncode == 0, proc.stderr
         _built[key] = proc.stdout.strip().splitlines()[-1]
     return _built[key]
+
+
+def image_digest(release: str) -> str | None:
+    """The registry digest (sha256:...) of erni-ki:RELEASE as its last push left it; None if never built."""
+    proc = subprocess.run(["docker", "image", "inspect", "--format", "{{range .RepoDigests}}{{println .}}{{end}}",
+                           f"{REGISTRY}/erni-ki:{release}"], capture_output=True, text=True, check=False)
+    return next((line.split("@", 1)[1] for line in proc.stdout.splitlines()
+                 if line.startswith(f"{REGISTRY}/erni-ki@")), None)
+
+
+def staging_passed(records: Path, release: str, digest: str | None = None) -> Path:
+    """The record the staging phase writes for a release that passed it, finished now, with the
+    digest staging tested (the release's registry digest unless given). A release never built
+    gets a digest no image has: its pull fails before the digest is compared."""
+    (records / release).mkdir(parents=True, exist_ok=True)
+    record = records / release / "staging.json"
+    record.write_text(json.dumps({
+        "release": release, "passed": True, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "digest": digest or image_digest(release) or "sha256:" + "0" * 64}))
+    return record
 
 
 def serving_version(url: str = PROD_URL) -> str | None:

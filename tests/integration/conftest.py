@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, SANDBOX_DIR, run_playbook
+from helpers import ROOT, SANDBOX_DIR, run_playbook, staging_passed
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -40,9 +40,7 @@ def production(tmp_path: Path) -> Callable[..., tuple[object, dict]]:
     records, reports = tmp_path / "records", tmp_path / "reports"
 
     def deploy(release: str, *extra: str) -> tuple[object, dict]:
-        (records / release).mkdir(parents=True, exist_ok=True)
-        (records / release / "staging.json").write_text(json.dumps(
-            {"release": release, "passed": True, "finished": "2026-11-27T00:00:00Z"}))
+        staging_passed(records, release)
         run = run_playbook("playbooks/production_deployment.yml", "-i", "inventories/sandbox",
                            "-e", f"release_version={release}", *extra,
                            env={"ERNI_RECORDS_DIR": str(records), "ERNI_REPORT_DIR": str(reports)})

@@ -11,7 +11,7 @@ from pathlib import Path
 import ansible_runner
 import pytest
 
-from helpers import ROOT, VENV_BIN, build_release, run_playbook
+from helpers import ROOT, VENV_BIN, build_release, run_playbook, staging_passed
 
 pytestmark = pytest.mark.slow
 
@@ -21,10 +21,7 @@ def test_production_preparation_runs_through_ansible_runner(tmp_path: Path) -> N
     # the phase inspects what serves: make sure something does
     rollout = run_playbook("tests/playbooks/rollout.yml", "-i", "inventories/sandbox", "-e", "release_version=1.1.0")
     assert rollout.rc == 0, rollout.output[-3000:]
-    records = tmp_path / "records" / "1.1.0"
-    records.mkdir(parents=True)
-    (records / "staging.json").write_text(json.dumps(
-        {"release": "1.1.0", "passed": True, "finished": "2026-11-27T00:00:00Z"}))
+    staging_passed(tmp_path / "records", "1.1.0")
     pdd = tmp_path / "job"
     project = pdd / "project"
     # AWX checks the project out into the job's private data directory; a copy does the same

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, SANDBOX_DIR, PlaybookRun, build_release, run_playbook, serving_version
+from helpers import ROOT, SANDBOX_DIR, PlaybookRun, build_release, run_playbook, serving_version, staging_passed
 
 pytestmark = pytest.mark.slow
 
@@ -19,9 +19,7 @@ STATE = SANDBOX_DIR / "deploy" / "production" / "state.json"
 def deploy(tmp_path: Path, release: str, *extra: str, inventory: str = "inventories/sandbox",
            baseline: str | None = None) -> PlaybookRun:
     records = tmp_path / "records"
-    (records / release).mkdir(parents=True, exist_ok=True)
-    (records / release / "staging.json").write_text(json.dumps(
-        {"release": release, "passed": True, "finished": "2026-11-27T00:00:00Z"}))
+    staging_passed(records, release)
     if baseline is not None:
         (records / release / "staging-baseline.yml").write_text(baseline)
     return run_playbook("playbooks/production_deployment.yml", "-i", inventory, "-e", f"release_version={release}",
@@ -124,3 +122,21 @@ def test_a_damaged_state_file_is_named_before_anything_changes(tmp_path: Path) -
         STATE.write_text(good)
     refused_early(run, f"the deploy state file {STATE} is not valid JSON", "write the file again", "move it aside")
     assert serving_version() == serving
+
+
+def test_a_tag_pushed_again_after_staging_is_refused_naming_both_digests(tmp_path: Path, unchanged) -> None:
+    """Staging tested one image; the tag now names another (pushed again, as the per-phase AWX
+    templates allow between the two phases): production refuses it and nothing that serves changes."""
+    tested = build_release("8.7.0")
+    records = tmp_path / "records"
+    staging_passed(records, "8.7.0", digest=tested.split("@")[-1])
+    pushed_again = build_release("8.7.0", "EXTRA_LATENCY_MS=1")
+    assert pushed_again != tested
+    run = run_playbook("playbooks/production_deployment.yml", "-i", "inventories/sandbox",
+                       "-e", "release_version=8.7.0", timeout=300,
+                       env={"ERNI_RECORDS_DIR": str(records), "ERNI_REPORT_DIR": str(tmp_path / "reports")})
+    assert run.rc != 0
+    assert "the tag was pushed again after staging passed" in run.output, run.output[-3000:]
+    assert tested.split("@")[-1] in run.output and pushed_again.split("@")[-1] in run.output
+    assert "TASK [compose_rollout : Create the colour's directory]" not in run.output
+    assert "TASK [compose_rollout : Run the release's migrations" not in run.output

@@ -14,7 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, SANDBOX_DIR, build_release, chat_rows, run_playbook, serving_version, start_playbook
+from helpers import (
+    ROOT,
+    SANDBOX_DIR,
+    build_release,
+    chat_rows,
+    run_playbook,
+    serving_version,
+    staging_passed,
+    start_playbook,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -28,9 +37,7 @@ def records(tmp_path: Path) -> Callable[[str], dict[str, str]]:
     rec, rep = tmp_path / "records", tmp_path / "reports"
 
     def passed(release: str) -> dict[str, str]:
-        (rec / release).mkdir(parents=True, exist_ok=True)
-        (rec / release / "staging.json").write_text(json.dumps(
-            {"release": release, "passed": True, "finished": "2026-11-27T00:00:00Z"}))
+        staging_passed(rec, release)
         return {"ERNI_RECORDS_DIR": str(rec), "ERNI_REPORT_DIR": str(rep)}
 
     return passed

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from helpers import PlaybookRun, chats_fingerprint, run_playbook, secret
+from helpers import PlaybookRun, chats_fingerprint, run_playbook, secret, staging_passed
 from k8sapi import KubeAPIDouble
 from refapp import app
 
@@ -56,9 +56,7 @@ def deploy(double: KubeAPIDouble, tmp_path: Path) -> Callable[..., tuple[Playboo
     (tmp_path / "k8s.json").write_text(json.dumps(settings))
 
     def run(release: str, *extra: str, env: dict[str, str] | None = None) -> tuple[PlaybookRun, dict[str, Any]]:
-        (records / release).mkdir(parents=True, exist_ok=True)
-        (records / release / "staging.json").write_text(json.dumps(
-            {"release": release, "passed": True, "finished": "2026-11-27T00:00:00Z"}))
+        staging_passed(records, release)
         creds = {"K8S_AUTH_HOST": double.url, "K8S_AUTH_API_KEY": double.token, "K8S_AUTH_VERIFY_SSL": "false",
                  "TMPDIR": str(tmp_path)}
         result = run_playbook("playbooks/production_deployment.yml", "-i", "inventories/sandbox",

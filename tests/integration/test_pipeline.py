@@ -21,6 +21,7 @@ from helpers import (
     auth,
     build_release,
     chats_fingerprint,
+    image_digest,
     run_playbook,
     serving_version,
 )
@@ -98,7 +99,7 @@ def test_a_failing_migration_in_production_restores_the_snapshot_and_keeps_servi
     (records / "2.3.0").mkdir(exist_ok=True)
     shutil.copy(records / "2.1.0" / "staging.json", records / "2.3.0" / "staging.json")
     record = json.loads((records / "2.3.0" / "staging.json").read_text())
-    record["release"] = "2.3.0"
+    record["release"], record["digest"] = "2.3.0", image_digest("2.3.0")
     (records / "2.3.0" / "staging.json").write_text(json.dumps(record))
     run = play("playbooks/production_deployment.yml", "2.3.0", records, reports)
     assert run.rc != 0
