@@ -86,11 +86,18 @@ def build_release(version: str, *knobs: str) -> str:
 
 
 def image_digest(release: str) -> str | None:
-    """The registry digest (sha256:...) of erni-ki:RELEASE as its last push left it; None if never built."""
-    proc = subprocess.run(["docker", "image", "inspect", "--format", "{{range .RepoDigests}}{{println .}}{{end}}",
-                           f"{REGISTRY}/erni-ki:{release}"], capture_output=True, text=True, check=False)
-    return next((line.split("@", 1)[1] for line in proc.stdout.splitlines()
-                 if line.startswith(f"{REGISTRY}/erni-ki@")), None)
+    """The registry digest (sha256:...) of erni-ki:RELEASE as its last push left it (pulled when
+    the local copy was removed); None if it was never built."""
+    ref = f"{REGISTRY}/erni-ki:{release}"
+    for pulled in (False, True):
+        proc = subprocess.run(["docker", "image", "inspect", "--format", "{{range .RepoDigests}}{{println .}}{{end}}",
+                               ref], capture_output=True, text=True, check=False)
+        digest = next((line.split("@", 1)[1] for line in proc.stdout.splitlines()
+                       if line.startswith(f"{REGISTRY}/erni-ki@")), None)
+        if digest or pulled:
+            return digest
+        subprocess.run(["docker", "pull", "-q", ref], capture_output=True, check=False, timeout=120)
+    return None
 
 
 def staging_passed(records: Path, release: str, digest: str | None = None) -> Path:

@@ -162,6 +162,13 @@ def restore_sandbox() -> Iterator[None]:
     assert up.returncode == 0, up.stdout + up.stderr
 
 
+def colour_release(colour: str) -> str | None:
+    """The release the production colour's container runs (its label), or None when there is none."""
+    proc = subprocess.run(["docker", "inspect", "--format", '{{index .Config.Labels "erni-deploy.release"}}',
+                           f"erni-ki-production-{colour}"], capture_output=True, text=True, check=False)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
 def rollout_started(output: str) -> bool:
     return "TASK [compose_rollout : Start the colour]" in output or "TASK [compose_rollout : Switch" in output
 
@@ -175,6 +182,7 @@ def test_an_unreachable_database_stops_the_run_before_any_rollout(known_release,
     assert "backup_db" in run.output and "Connection refused" in run.output
     assert not rollout_started(run.output)
     assert STATE.read_text() == before and serving_version() == known_release
+    assert not LOCK.exists(), "the failed run left its lock behind"
 
 
 def test_a_prometheus_that_goes_down_during_verification_never_passes(known_release, records, restore_sandbox,
@@ -217,7 +225,12 @@ def test_a_release_that_crashes_on_start_never_serves(known_release, records) ->
     run = run_playbook(*deploy_args("8.3.0"), env=records("8.3.0"), timeout=300)
     assert run.rc != 0
     assert serving_version() == known_release
-    assert json.loads(STATE.read_text())["release"] == known_release
+    state = json.loads(STATE.read_text())
+    assert state["release"] == known_release
+    assert not LOCK.exists(), "the failed run left its lock behind"
+    # the idle colour now holds the crashed release: the state names no rollback target there
+    if state.get("previous_colour"):
+        assert colour_release(state["previous_colour"]) == state["previous_release"], state
 
 
 def test_alertmanager_down_fails_the_alert_routing_check_clearly(restore_sandbox, tmp_path: Path) -> None:
