@@ -291,7 +291,7 @@ def _secrets_utils() -> Any:
     """plugins/module_utils/erni_secrets.py, the one redaction implementation: from the collection
     when the repository is installed as erni.deploy, else from this checkout."""
     try:
-        from ansible_collections.erni.deploy.plugins.module_utils import erni_secrets  # type: ignore[import-not-found]
+        from ansible_collections.erni.deploy.plugins.module_utils import erni_secrets
         return erni_secrets
     except ImportError:
         pass
