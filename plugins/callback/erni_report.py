@@ -312,11 +312,13 @@ def _secrets_utils() -> Any:
 class Redactor:
     """Masks every piece of a known secret, _SECRET_WINDOW characters or longer, in any letter
     case (a secret lower-cased into a slug is still the secret), and shorter secrets where they
-    occur whole: a secret split by quoting (its tail after a quote) cannot slip through."""
+    occur whole: a secret split by quoting (its tail after a quote) cannot slip through.
+    `whole` values (a chat webhook URL: its scheme, host and short path words are no secret,
+    its token is) are masked only where they occur whole."""
 
-    def __init__(self, secrets: Iterable[str]) -> None:
+    def __init__(self, secrets: Iterable[str], whole: Iterable[str] = ()) -> None:
         self._window = _secrets_utils().Redactor(secrets, window=_SECRET_WINDOW, ignore_case=True,
-                                                 min_short=_MIN_SECRET_LEN)
+                                                 min_short=_MIN_SECRET_LEN, whole=whole)
 
     def text(self, s: str) -> str:
         return self._window.text(s)
@@ -331,8 +333,15 @@ class Redactor:
         return value
 
 
-def _secret_variants(value: Any, out: set[str]) -> None:
-    """Every string form of a secret value worth removing from text."""
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_URL_PARTS = re.compile(r"[/?&=#@:]")
+_URL_TOKEN_LEN = 16  # a URL's path or query part this long is its token
+
+
+def _secret_variants(value: Any, out: set[str], whole: set[str] | None = None) -> None:
+    """Every string form of a secret value worth removing from text: into `out`, whose pieces
+    are masked too, or, for a URL, into `whole` (masked only whole), with its token-like parts
+    (long path or query parts, a password in its user part) into `out`."""
     if isinstance(value, bool) or value is None:
         return
     if isinstance(value, int | float):
@@ -342,16 +351,23 @@ def _secret_variants(value: Any, out: set[str]) -> None:
         return
     if isinstance(value, Mapping):
         for v in value.values():
-            _secret_variants(v, out)
+            _secret_variants(v, out, whole)
         return
     if isinstance(value, list | tuple | set | frozenset):
         for v in value:
-            _secret_variants(v, out)
+            _secret_variants(v, out, whole)
         return
     s = str(value)
-    for form in {s, s.strip(), quote(s, safe=""), json.dumps(s)[1:-1]}:
-        if len(form) >= _MIN_SECRET_LEN:
-            out.add(form)
+    forms = {form for form in {s, s.strip(), quote(s, safe=""), json.dumps(s)[1:-1]} if len(form) >= _MIN_SECRET_LEN}
+    if whole is not None and _URL.match(s.strip()) and "\n" not in s.strip():
+        whole.update(forms)
+        authority, _, path = _URL.sub("", s.strip()).partition("/")
+        password = authority.rpartition("@")[0].partition(":")[2]
+        if len(password) >= _MIN_SECRET_LEN:
+            out.add(password)
+        out.update(part for part in _URL_PARTS.split(path) if len(part) >= _URL_TOKEN_LEN)
+        return
+    out.update(forms)
     lines = [ln.strip() for ln in s.strip().splitlines()]
     if len(lines) > 1:  # a key file: its lines may show up one by one
         out.update(ln for ln in lines if len(ln) >= 16 and not ln.startswith("-----"))
@@ -384,6 +400,7 @@ class CallbackModule(CallbackBase):
         self._counts: dict[str, dict[str, int]] = {}
         self._starts: dict[tuple[str, str], tuple[datetime, Any, dict[str, Any] | None, str, str]] = {}
         self._secrets: set[str] = set()
+        self._whole_secrets: set[str] = set()  # URLs: masked whole only
         self._extra_vars: dict[str, Any] = {}
         self._inventory_env: str | None = None
         self._run_dir: Path | None = None
@@ -495,7 +512,7 @@ class CallbackModule(CallbackBase):
                 value = templar.template(raw)
             except Exception:  # undefined, or a lookup that fails here: nothing to redact
                 return
-            _secret_variants(value, self._secrets)
+            _secret_variants(value, self._secrets, self._whole_secrets)
             return
         if depth == 0 and name.startswith("ansible_") and isinstance(raw, Mapping):
             return  # facts
@@ -714,8 +731,8 @@ class CallbackModule(CallbackBase):
                 self._display.warning(f"erni_report: could not re-read variables for redaction: {ex}")
         for v in self._extra_vars.items():
             if _is_secret_name(str(v[0])):
-                _secret_variants(v[1], self._secrets)
-        redactor = Redactor(self._secrets)
+                _secret_variants(v[1], self._secrets, self._whole_secrets)
+        redactor = Redactor(self._secrets, self._whole_secrets)
         report = redactor.deep(self._build(stats, redactor))
 
         root = self._report_root()

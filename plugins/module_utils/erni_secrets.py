@@ -75,8 +75,8 @@ class AuditInputError(ValueError):
 class Redactor:
     """Masks every run of text that shares `window` or more characters with a secret value.
 
-    Values shorter than `window` (and at least `min_short` long) are masked where they occur
-    whole, as Ansible's no_log does. With `ignore_case`, a secret lower-cased into a slug or a
+    Values shorter than `window` (and at least `min_short` long), and the `whole` ones, are
+    masked where they occur whole, as Ansible's no_log does. With `ignore_case`, a secret lower-cased into a slug or a
     key is still found. Dict keys are left alone by apply(): they are the result's fixed schema,
     never input. The report callback uses the same class on everything it writes.
 
@@ -86,7 +86,7 @@ class Redactor:
     """
 
     def __init__(self, values: Iterable[str], window: int = WINDOW, ignore_case: bool = False,
-                 min_short: int = 1) -> None:
+                 min_short: int = 1, whole: Iterable[str] = ()) -> None:
         self.window, self.ignore_case = window, ignore_case
         self.windows: set[str] = set()
         self.short: set[str] = set()
@@ -98,6 +98,7 @@ class Redactor:
                 self.windows.update(value[i:i + window] for i in range(len(value) - window + 1))
             else:
                 self.short.add(value)
+        self.short.update(self._fold(value) for value in whole if value and value != MASK)
 
     def _fold(self, text: str) -> str:
         """Lower case that keeps every character's position (a few lower-case to two)."""

@@ -48,6 +48,8 @@ def make_inventory(directory: Path, planted: dict[str, str] | None = None) -> Pa
         "ansible_python_interpreter": "{{ ansible_playbook_python }}",
         "deploy_environment": "production",
         "api_key_name": "deploy-bot",
+        # secret by its name; only the URL whole and its token are secret, not its host
+        "slack_webhook_url": "https://hooks.example.test/services/T0AAA/B0BBB/" + planted.get("url", "url-token-value"),
         # A dictionary key, not a secret: its value must not be masked in the report.
         "compose_rollout_version_key": "version",
         "vault_api_token": "{{ 'vt-' ~ '" + planted.get("group", "group-token-value") + "' }}",
@@ -271,7 +273,8 @@ def test_a_run_that_stops_half_way_is_aborted_and_still_reported(tmp_path: Path)
 
 
 def test_no_secret_reaches_the_report(tmp_path: Path) -> None:
-    planted = {name: f"{name}-{secrets.token_urlsafe(12)}" for name in ("group", "nested", "host", "extra", "hidden")}
+    planted = {name: f"{name}-{secrets.token_urlsafe(12)}"
+               for name in ("group", "nested", "host", "extra", "hidden", "url")}
     inv = make_inventory(tmp_path, planted)
     reports = tmp_path / "reports"
     run = run_playbook("-i", str(inv), str(PLAYBOOKS / "report_secrets.yml"), "-e", "release_version=1.1.0",
@@ -295,6 +298,10 @@ def test_no_secret_reaches_the_report(tmp_path: Path) -> None:
     assert echo["limit"] == "smtp=********"
     assert echo["reason"] == "deploy token ******** and bot deploy-bot"  # api_key_name is no secret
     assert checks[("a result that echoes secrets", "web2")]["value"] == "db - token ********"
+    # a secret URL is masked whole and by its token, never by its scheme or host
+    chat = checks[("a result that names the chat host and a webhook URL", "web1")]
+    assert chat["value"] == "see https://hooks.example.test/status; sent to ********"
+    assert chat["reason"] == "token ********"
     # pieces of 8 characters or more are masked too: a tail, an upper-cased cut, a split at a quote
     pieces = checks[("a result that shows pieces of a secret", "web1")]
     assert (pieces["value"], pieces["limit"]) == ("tail ********", "********")
