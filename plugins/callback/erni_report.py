@@ -338,7 +338,7 @@ _URL_PARTS = re.compile(r"[/?&=#@:]")
 _URL_TOKEN_LEN = 16  # a URL's path or query part this long is its token
 
 
-def _secret_variants(value: Any, out: set[str], whole: set[str] | None = None) -> None:
+def _secret_variants(value: Any, out: set[str], whole: set[str]) -> None:
     """Every string form of a secret value worth removing from text: into `out`, whose pieces
     are masked too, or, for a URL, into `whole` (masked only whole), with its token-like parts
     (long path or query parts, a password in its user part) into `out`."""
@@ -359,7 +359,7 @@ def _secret_variants(value: Any, out: set[str], whole: set[str] | None = None) -
         return
     s = str(value)
     forms = {form for form in {s, s.strip(), quote(s, safe=""), json.dumps(s)[1:-1]} if len(form) >= _MIN_SECRET_LEN}
-    if whole is not None and _URL.match(s.strip()) and "\n" not in s.strip():
+    if _URL.match(s.strip()) and "\n" not in s.strip():
         whole.update(forms)
         authority, _, path = _URL.sub("", s.strip()).partition("/")
         password = authority.rpartition("@")[0].partition(":")[2]
