@@ -16,7 +16,12 @@ a real image (see sandbox/bin/build-release):
   STARTUP_DELAY_S     /health answers 503 for this many seconds after start
   CRASH_ON_START      the server exits at once with status 1
   WEBHOOK_REJECT_ALL  webhooks are refused even with a valid signature
-  MIGRATION_FAIL      `migrate` damages data and fails half-way
+  MIGRATION_FAIL      the release carries migration 9999_reshape_chats, which fails: 1 after
+                      damaging data outside its transaction (only a snapshot undoes it), clean
+                      inside its own transaction (PostgreSQL undoes it)
+  MIGRATION_FAIL_IN   the failure happens only where ENVIRONMENT is this name (the migration
+                      passes on staging and fails on production's database); elsewhere 9999
+                      applies (it adds a column the serving release ignores)
 
 Commands: serve (default), migrate [--down-to N | --status], --version.
 """
@@ -131,6 +136,26 @@ def migration_files() -> list[tuple[int, str, Path, Path]]:
     return found
 
 
+# The knob's migration: adding a column is harmless to the serving release (it names the
+# columns it reads and writes), so the release's schema stays compatible both ways.
+KNOB_MIGRATION = (9999, "reshape_chats",
+                  "ALTER TABLE chats ADD COLUMN IF NOT EXISTS model_ref text",
+                  "ALTER TABLE chats DROP COLUMN IF EXISTS model_ref")
+
+
+def migration_knob() -> str:
+    """'' (no knob migration), 'pass', 'damage' or 'clean' for this process's environment."""
+    mode = os.environ.get("MIGRATION_FAIL", "").strip().lower()
+    if mode in ("", "0", "false", "no", "off"):
+        return ""
+    if mode not in ("1", "true", "yes", "on", "clean"):
+        sys.exit(f"MIGRATION_FAIL={mode!r}: use 0, 1 or clean")
+    where = os.environ.get("MIGRATION_FAIL_IN", "").strip()
+    if where and where != os.environ.get("ENVIRONMENT", ""):
+        return "pass"
+    return "clean" if mode == "clean" else "damage"
+
+
 def migrate(argv: list[str]) -> int:
     conn = db_connect()
     conn.autocommit = False
@@ -141,7 +166,12 @@ def migrate(argv: list[str]) -> int:
         conn.commit()
         cur.execute("SELECT version FROM schema_migrations ORDER BY version")
         applied = {row[0] for row in cur.fetchall()}
-    files = migration_files()
+    # (version, name, up SQL, down SQL)
+    files: list[tuple[int, str, str, str]] = [
+        (version, name, up.read_text(), down.read_text()) for version, name, up, down in migration_files()]
+    knob = migration_knob()
+    if knob:
+        files.append(KNOB_MIGRATION)
 
     if argv[:1] == ["--status"]:
         print(json.dumps({"applied": sorted(applied),
@@ -158,7 +188,7 @@ def migrate(argv: list[str]) -> int:
         for version, _name, _up, down in reversed(files):
             if version in applied and version > target:
                 with conn.cursor() as cur:
-                    cur.execute(down.read_text())
+                    cur.execute(down)
                     cur.execute("DELETE FROM schema_migrations WHERE version = %s", (version,))
                 conn.commit()
                 done.append(version)
@@ -169,29 +199,46 @@ def migrate(argv: list[str]) -> int:
         print(f"migrate: unknown argument {argv[0]!r} (use --status or --down-to N)", file=sys.stderr)
         return 2
 
-    if env_flag("MIGRATION_FAIL"):
-        # A migration that is not transactional and breaks half-way, the kind
-        # that only a snapshot taken before it can undo.
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("UPDATE chats SET title = 'lost in migration' WHERE true")
-            cur.execute("DELETE FROM messages WHERE true")
-        print("migration 9999_reshape_chats failed: column chats.model_ref does not exist",
-              file=sys.stderr)
-        return 1
-
+    # Each migration in its own transaction, with a lock timeout: a migration that cannot get
+    # its locks fails instead of queueing every request behind it.
+    with conn.cursor() as cur:
+        cur.execute("SET lock_timeout = '5s'")
+    conn.commit()
     done = []
     for version, name, up, _down in files:
         if version in applied:
             continue
+        if version == KNOB_MIGRATION[0] and knob in ("damage", "clean"):
+            return knob_failure(conn, knob, done)
         with conn.cursor() as cur:
-            cur.execute(up.read_text())
+            cur.execute(up)
             cur.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                         (version, name))
         conn.commit()
         done.append(version)
     print(json.dumps({"direction": "up", "applied": done, "changed": bool(done)}))
     return 0
+
+
+def knob_failure(conn: Any, knob: str, done: list[int]) -> int:
+    if knob == "damage":
+        # Not transactional and broken half-way: the kind only a snapshot taken before it undoes.
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("UPDATE chats SET title = 'lost in migration' WHERE true")
+            cur.execute("DELETE FROM messages WHERE true")
+    else:
+        # The same damage inside the migration's transaction: the failure rolls it back.
+        try:
+            with conn.cursor() as cur:
+                cur.execute("UPDATE chats SET title = 'lost in migration' WHERE true")
+                cur.execute("SELECT model_ref FROM chats LIMIT 1")
+        except Exception:  # the failure is the point; it is reported below
+            conn.rollback()
+    print("migration 9999_reshape_chats failed: column chats.model_ref does not exist",
+          file=sys.stderr)
+    print(json.dumps({"direction": "up", "applied": done, "failed": KNOB_MIGRATION[0], "changed": bool(done)}))
+    return 1
 
 
 # --------------------------------------------------------------------------- auth
