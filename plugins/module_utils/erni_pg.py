@@ -931,8 +931,12 @@ def _record_verification(path: str, meta: dict[str, Any], verified: bool, detail
 # ------------------------------------------------------------------ restore
 
 def restore(conn: PgConnection, backup_file: str, drop_extra_tables: bool = True, no_owner: bool = False,
-            no_acl: bool = False, check_mode: bool = False) -> dict[str, Any]:
-    """Replace the target database's contents with the backup's, in one transaction."""
+            no_acl: bool = False, check_mode: bool = False, if_changed: bool = False) -> dict[str, Any]:
+    """Replace the target database's contents with the backup's, in one transaction.
+
+    With if_changed, a database whose fingerprint already equals the backup's is left alone
+    (a migration that failed inside its own transaction changed nothing to undo).
+    """
     database = conn.database or ""
     path = resolve_backup(backup_file, None, None)
     meta = read_metadata(path)
@@ -948,6 +952,14 @@ def restore(conn: PgConnection, backup_file: str, drop_extra_tables: bool = True
                               "extra_tables": [t.table for t in extra],
                               "dropped_tables": [t.table for t in extra] if drop_extra_tables else [],
                               "fingerprint_before": before.as_dict()}
+    if if_changed:
+        tables, differ = compare_fingerprints({t["table"]: t for t in meta["fingerprint"]["tables"]},
+                                              before.by_table())
+        result.update(differing_before=differ, tables_before=tables)
+        if not differ:
+            return {"changed": False, **result, "restored": False, "fingerprint_matches": True, "tables": tables,
+                    "differing_tables": [], "restore_seconds": 0.0,
+                    "msg": f"{database} equals {path} (same fingerprint): nothing to restore"}
     if check_mode:
         return {"changed": True, **result,
                 "msg": f"would replace the contents of {database} with {path} in one transaction"
@@ -960,7 +972,7 @@ def restore(conn: PgConnection, backup_file: str, drop_extra_tables: bool = True
     after = conn.fingerprint()
     tables, differ = compare_fingerprints({t["table"]: t for t in meta["fingerprint"]["tables"]}, after.by_table())
     matches = not differ
-    return {"changed": True, **result, "restore_seconds": seconds, "fingerprint": after.as_dict(),
+    return {"changed": True, **result, "restored": True, "restore_seconds": seconds, "fingerprint": after.as_dict(),
             "fingerprint_matches": matches, "tables": tables, "differing_tables": differ,
             "backup_fingerprint_digest": meta["fingerprint"].get("digest"),
             "msg": (f"restored {path} into {database}; its fingerprint equals the backup's" if matches else
@@ -1058,7 +1070,19 @@ def prune(backup_dir: str, retention_count: int | None, retention_days: float | 
             "msg": f"{verb} {len(deleted)} of {len(backups)} backups in {directory}; kept {len(kept)}"}
 
 
-def fingerprint(conn: PgConnection) -> dict[str, Any]:
+def fingerprint(conn: PgConnection, backup_file: str | None = None) -> dict[str, Any]:
+    """The database's fingerprint; with backup_file, also whether it equals that backup's."""
+    meta = None
+    if backup_file:
+        path = resolve_backup(backup_file, None, None)
+        meta = read_metadata(path)
+        if meta is None or (meta.get("fingerprint") or {}).get("tables") is None:
+            raise PgBackupError(f"{path} has no metadata with a fingerprint ({metadata_path(path)}) to compare with")
     conn.server_info()
     fp = conn.fingerprint()
-    return {"changed": False, "database": conn.database, **fp.as_dict()}
+    result: dict[str, Any] = {"changed": False, "database": conn.database, **fp.as_dict()}
+    if meta is not None:
+        tables, differ = compare_fingerprints({t["table"]: t for t in meta["fingerprint"]["tables"]}, fp.by_table())
+        result.update(file=backup_file, matches=not differ, differing_tables=differ, comparison=tables,
+                      differences=describe_differences(tables))
+    return result

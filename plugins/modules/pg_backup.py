@@ -35,7 +35,8 @@ description:
     the backup in a single transaction (C(pg_restore --clean --if-exists --single-transaction)
     piped into C(psql), after dropping tables the backup does not have, see O(drop_extra_tables)),
     and returns the fingerprint afterwards and whether it equals the backup's. Used by rollback.
-  - V(fingerprint) is read-only and returns the fingerprint of O(database).
+  - V(fingerprint) is read-only and returns the fingerprint of O(database); with O(backup_file), also
+    whether it equals that backup's (C(matches), C(differing_tables), C(differences)).
   - V(prune) keeps the newest O(retention_count) backups and those younger than O(retention_days)
     (a backup either rule keeps is kept), and never deletes the newest verified backup.
   - Client tools run on the target over TCP (O(mode=tcp)), or inside a container through
@@ -108,7 +109,9 @@ options:
         when O(backup_file) is not given. It must exist (it is not created).
     type: path
   backup_file:
-    description: The backup to verify or restore (required for V(restore)).
+    description:
+      - The backup to verify or restore (required for V(restore)); with V(fingerprint), the backup whose
+        fingerprint the database is compared with.
     type: path
   name_prefix:
     description:
@@ -142,6 +145,13 @@ options:
         tables created by a failed migration, in the same transaction, so that the result equals the backup.
     type: bool
     default: true
+  if_changed:
+    description:
+      - V(restore) first compares the target's fingerprint with the backup's and restores only when they
+        differ (C(restored) says which). A migration that failed inside its own transaction changed
+        nothing, and a restore then would only cost time.
+    type: bool
+    default: false
   no_owner:
     description: V(restore) without restoring ownership (C(pg_restore --no-owner)).
     type: bool
@@ -288,6 +298,14 @@ digest:
   description: sha256 over the per-table fingerprint; equal digests mean equal fingerprints.
   returned: state is fingerprint
   type: str
+restored:
+  description: Whether V(restore) replaced the database (false with O(if_changed) when it already equalled the backup).
+  returned: state is restore (not in check mode)
+  type: bool
+matches:
+  description: Whether the database's fingerprint equals O(backup_file)'s.
+  returned: state is fingerprint with backup_file
+  type: bool
 verified:
   description: Whether the backup restored and matched (dump, always false).
   returned: state is dump or verify
@@ -306,7 +324,7 @@ scratch_database:
   type: str
 differing_tables:
   description: Tables whose rows or checksum differ, or that are missing on one side.
-  returned: state is verify or restore (not in check mode)
+  returned: state is verify or restore (not in check mode), or fingerprint with backup_file
   type: list
   elements: str
 fingerprint_matches:
@@ -379,6 +397,7 @@ def main() -> None:
             maintenance_db=dict(type="str"),
             compare_with=dict(type="str", choices=["metadata", "source"], default="metadata"),
             drop_extra_tables=dict(type="bool", default=True),
+            if_changed=dict(type="bool", default=False),
             no_owner=dict(type="bool", default=False),
             no_acl=dict(type="bool", default=False),
             retention_count=dict(type="int"),
@@ -424,9 +443,10 @@ def main() -> None:
                                 maintenance_db=p["maintenance_db"], check_mode=check)
             elif state == "restore":
                 result = restore(conn, p["backup_file"], drop_extra_tables=p["drop_extra_tables"],
-                                 no_owner=p["no_owner"], no_acl=p["no_acl"], check_mode=check)
+                                 no_owner=p["no_owner"], no_acl=p["no_acl"], check_mode=check,
+                                 if_changed=p["if_changed"])
             elif state == "fingerprint":
-                result = fingerprint(conn)
+                result = fingerprint(conn, p["backup_file"])
                 result["msg"] = (f"{result['table_count']} tables, {result['rows']} rows in "
                                  f"{p['database']} at {conn.where}")
             else:

@@ -266,6 +266,26 @@ def test_restore_brings_back_exactly_the_dumped_rows(make_db, backup_dir: Path) 
     assert sql(db, "INSERT INTO billing.orders (person_id) VALUES (1) RETURNING id") == [(4,)]
 
 
+def test_restore_if_changed_leaves_an_unchanged_database_alone_and_restores_a_changed_one(
+        make_db, backup_dir: Path) -> None:
+    db = make_db()
+    original = rows(db)
+    path = dump(db, backup_dir)["file"]
+    same = pg({"state": "fingerprint", "database": db, "backup_file": path})
+    assert same["matches"] is True and same["differing_tables"] == []
+    res = pg({"state": "restore", "database": db, "backup_file": path, "if_changed": True})
+    assert not res.get("failed"), res.get("msg")
+    assert res["changed"] is False and res["restored"] is False and "nothing to restore" in res["msg"]
+    sql(db, "UPDATE people SET name = 'damaged' WHERE id = 1")
+    differ = pg({"state": "fingerprint", "database": db, "backup_file": path})
+    assert differ["matches"] is False and differ["differing_tables"] == ["public.people"]
+    assert "public.people (same" in differ["differences"] and "checksum differs" in differ["differences"]
+    res = pg({"state": "restore", "database": db, "backup_file": path, "if_changed": True})
+    assert res["changed"] is True and res["restored"] is True and res["fingerprint_matches"] is True
+    assert res["differing_before"] == ["public.people"]
+    assert rows(db) == original
+
+
 def test_a_restore_that_fails_changes_nothing(make_db, backup_dir: Path) -> None:
     db = make_db()
     path = dump(db, backup_dir)["file"]
