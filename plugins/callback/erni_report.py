@@ -1027,6 +1027,33 @@ def _fmt(value: Any, unit: Any = None) -> str:
     return text
 
 
+def _migration_md(add: Any, migration: Any) -> None:
+    """Per environment: the pending migrations, how long writes were held, and a failure's undo."""
+    if not isinstance(migration, Mapping) or not migration:
+        return
+    add("## Migrations")
+    add("")
+    for env, m in sorted(migration.items()):
+        if not isinstance(m, Mapping):
+            continue
+        pending = m.get("pending") or []
+        line = f"- {_md(str(env))}: " + (f"pending {_md(', '.join(map(str, pending)))}" if pending else "none pending")
+        if m.get("held"):
+            line += f"; writes held (503 with Retry-After) for {_fmt(m.get('hold_seconds'))} s"
+        if m.get("failed"):
+            undo: Mapping[str, Any] = m["undo"] if isinstance(m.get("undo"), Mapping) else {}
+            line += f"; failed: {_md(str(m.get('error') or ''))[:300]}"
+            changed = _md(", ".join(map(str, undo.get("changed_tables") or [])))
+            if undo.get("restored"):
+                line += f"; undone with `{_md(str(undo.get('file') or ''))}` ({changed} had changed)"
+            elif undo and not changed:
+                line += "; the database equalled the snapshot, nothing restored"
+            elif undo:
+                line += f"; not undone (writes not held): {_md(str(undo.get('differences') or ''))}"
+        add(line)
+    add("")
+
+
 def _canary_md(add: Any, canary: Any, gate: Any) -> None:
     """The canary's steps: per step and metric, the counts, the test, its p-value and the effect."""
     steps = canary.get("steps") if isinstance(canary, Mapping) else None
@@ -1192,6 +1219,12 @@ def render_markdown(r: Mapping[str, Any]) -> str:
         _canary_md(add, (r.get("published") or {}).get("canary"), (r.get("published") or {}).get("gate"))
     except Exception as exc:  # evidence of the rest must still be written
         add(f"_The canary steps could not be shown: {_md(type(exc).__name__)}._")
+        add("")
+
+    try:
+        _migration_md(add, (r.get("published") or {}).get("migration"))
+    except Exception as exc:  # evidence of the rest must still be written
+        add(f"_The migrations could not be shown: {_md(type(exc).__name__)}._")
         add("")
 
     backup = r.get("backup") or {}
