@@ -16,6 +16,11 @@ description:
   - A file that is not a JSON object, or whose fields have the wrong type, fails the task
     with the file's path, what is wrong with it and what to do, before any later task acts on
     a guess of what serves.
+  - With O(upstream_file), also checks that the load balancer sends traffic where the state file
+    says the release serves. The nginx C(upstream) block named O(upstream_name) must list exactly
+    the server O(upstream_servers) gives for the recorded colour. A difference (a file edited by
+    hand to another port, a lost switch) fails the task with both sides shown, before the deploy
+    changes anything. Nothing is repaired, since which side is right is the operator's call.
   - Read-only; the same in check mode.
 version_added: "1.0.0"
 author: erni-deploy
@@ -28,6 +33,17 @@ options:
     description: Fail when the file is missing (the phases that inspect what serves).
     type: bool
     default: false
+  upstream_file:
+    description: nginx file holding the upstream block of the blue-green switch; not checked when unset.
+    type: path
+  upstream_name:
+    description: Name of the upstream block in O(upstream_file).
+    type: str
+  upstream_servers:
+    description:
+      - Server address (as written in the upstream block) of each colour, such as V(127.0.0.1:18001)
+        for V(blue).
+    type: dict
 """
 
 EXAMPLES = r"""
@@ -46,10 +62,16 @@ state:
   description: The file's object; empty when the file is missing.
   returned: always
   type: dict
+upstream_servers:
+  description: The servers the upstream block lists (O(upstream_file) given and a colour recorded).
+  returned: when the upstream was checked
+  type: list
+  elements: str
 """
 
 import json
 import os
+import re
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -82,6 +104,47 @@ def check(text: str) -> tuple[dict[str, Any] | None, str]:
     return state, ""
 
 
+def upstream_servers(text: str, name: str) -> list[str] | None:
+    """The servers of nginx's `upstream NAME { ... }` block in `text`; None when there is no such block.
+
+    A small parser of our own: the block is the one the rollout writes (one `server ADDR ...;` per
+    colour), and no maintained Python library parses nginx's configuration into its directives
+    while keeping this one simple.
+    """
+    text = re.sub(r"#[^\n]*", "", text)
+    block = re.search(r"\bupstream\s+" + re.escape(name) + r"\s*\{([^}]*)\}", text)
+    if block is None:
+        return None
+    return re.findall(r"(?:^|[;{\s])server\s+([^\s;]+)", block.group(1))
+
+
+def check_upstream(path: str, name: str, servers: dict[str, str], state: dict[str, Any],
+                   state_path: str) -> tuple[list[str], str]:
+    """The upstream's servers, and what differs from the state ('' when they agree)."""
+    colour = state.get("colour")
+    expected = servers.get(colour or "")
+    release = state.get("release", "?")
+    if expected is None:
+        return [], f"the deploy state file {state_path} names colour {colour!r}, which has no server in " \
+                   f"upstream_servers {sorted(servers)}"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            found = upstream_servers(fh.read(), name)
+    except OSError as exc:
+        return [], f"the load balancer's upstream file {path} cannot be read ({exc}), while {state_path} says " \
+                   f"{release} serves on {colour} ({expected})"
+    if found is None:
+        return [], f"the load balancer's upstream file {path} has no upstream {name!r} block, while {state_path} " \
+                   f"says {release} serves on {colour} ({expected})"
+    if found != [expected]:
+        return found, (f"the load balancer and the deploy state disagree: {path} (upstream {name}) sends traffic "
+                       f"to {', '.join(found) or 'no server'}, while {state_path} says {release} serves on "
+                       f"{colour} ({expected}). Nothing was changed: point the upstream back at {expected} and "
+                       f"reload nginx (or run playbooks/rollback.yml), or correct the state file if the "
+                       f"upstream is right")
+    return found, ""
+
+
 def run(module: AnsibleModule) -> dict[str, Any]:
     path = module.params["path"]
     if not os.path.exists(path):
@@ -97,12 +160,25 @@ def run(module: AnsibleModule) -> dict[str, Any]:
     state, problem = check(text)
     if state is None:
         module.fail_json(msg=f"the deploy state file {path} {problem}: {REMEDY}")
-    return {"changed": False, "exists": True, "state": state}
+        return {}
+    result: dict[str, Any] = {"changed": False, "exists": True, "state": state}
+    p = module.params
+    if p["upstream_file"] and state.get("colour"):
+        found, difference = check_upstream(p["upstream_file"], p["upstream_name"], p["upstream_servers"] or {},
+                                           state, path)
+        result["upstream_servers"] = found
+        if difference:
+            module.fail_json(msg=difference, **result)
+    return result
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec={"path": {"type": "path", "required": True},
-                                          "required": {"type": "bool", "default": False}},
+                                          "required": {"type": "bool", "default": False},
+                                          "upstream_file": {"type": "path"},
+                                          "upstream_name": {"type": "str"},
+                                          "upstream_servers": {"type": "dict"}},
+                           required_by={"upstream_file": ("upstream_name", "upstream_servers")},
                            supports_check_mode=True)
     module.exit_json(**run(module))
 
