@@ -25,6 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+import psycopg2  # noqa: E402
 import requests  # noqa: E402
 
 from helpers import (  # noqa: E402
@@ -37,7 +38,7 @@ from helpers import (  # noqa: E402
     serving_version,
     staging_passed,
 )
-from loadgen import Load  # noqa: E402
+from loadgen import Load, Writer  # noqa: E402
 from modules_harness import run_module  # noqa: E402
 
 REGISTRY = "127.0.0.1:5000"
@@ -225,6 +226,47 @@ def bench_pipeline() -> Figure:
     return {"total_s": round(report["duration_s"], 1), "phases_s": phases,
             "production_deployment_s": phases.get("Production deployment"),
             "goal": "a good deploy (soak off) in 90 s or less"}
+
+
+def bench_write_hold() -> Figure:
+    """A migration that damages data and fails, on the production path under a writer: how long
+    writes were held (answered 503 with Retry-After), and whether every acknowledged write stayed."""
+    build_release("5.0.0")
+    build_release("5.8.0", "MIGRATION_FAIL=1")
+    ensure_serving("5.0.0")
+    records = Path(tempfile.mkdtemp(prefix="erni-bench-records-"))
+    reports = Path(tempfile.mkdtemp(prefix="erni-bench-reports-"))
+    staging_passed(records, "5.8.0")
+    headers = {"Authorization": f"Bearer {secret('production_admin_token')}"}
+    with Writer(PROD_URL, headers, f"bench-{time.time_ns()}", rate=1.25, max_seconds=300, verify=CA_FILE) as writer:
+        run = run_playbook("playbooks/production_deployment.yml", "-i", "inventories/sandbox",
+                           "-e", "release_version=5.8.0",
+                           env={"ERNI_RECORDS_DIR": str(records), "ERNI_REPORT_DIR": str(reports)})
+        time.sleep(2)
+    report = json.loads((reports / "latest" / "report.json").read_text())
+    migration = report.get("published", {}).get("migration", {}).get("production") or {}
+    if run.rc == 0 or not migration.get("failed"):
+        raise SystemExit(f"5.8.0's migration did not fail as built (rc {run.rc}): {migration}")
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, dbname="openwebui", user="openwebui_user",
+                            password=secret("production_db_password"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT id, title FROM chats")
+            rows = dict(cur.fetchall())
+    finally:
+        conn.close()
+    acknowledged = writer.acknowledged
+    lost = [i for i, title in acknowledged.items() if rows.get(i) != title]
+    held = writer.held
+    return {
+        "hold_s": migration.get("hold_seconds"),
+        "client_held_window_s": round(held[-1].t - held[0].t, 2) if held else 0.0,
+        "writes": len(writer.writes), "writes_held_503": len(held), "writes_acknowledged": len(acknowledged),
+        "acknowledged_lost": len(lost),
+        "restored": (migration.get("undo") or {}).get("restored"),
+        "restore_s": (migration.get("undo") or {}).get("restore_seconds"),
+        "goal": "no acknowledged write lost; writes held for seconds, reads never",
+    }
 
 
 PGBENCH_DB = "erni_bench_pgbench"
@@ -453,6 +495,7 @@ def bench_canary_time() -> Figure:
 FIGURES: dict[str, Callable[[], Figure]] = {
     "zero_downtime": bench_zero_downtime,
     "rollback": bench_rollback,
+    "write_hold": bench_write_hold,
     "pipeline": bench_pipeline,
     "backup": bench_backup,
     "probes": bench_probes,

@@ -95,3 +95,65 @@ class Load:
         if len(samples) < 2:
             return 0.0
         return (len(samples) - 1) / (samples[-1].t - samples[0].t)
+
+
+@dataclass
+class Write:
+    t: float             # seconds since the writer started (monotonic)
+    title: str           # unique per write
+    status: int          # HTTP status, or 0 when the request raised
+    chat_id: int | None  # the id the answer acknowledged (status 200)
+    retry_after: str     # the Retry-After header, "" when absent
+
+
+@dataclass
+class Writer:
+    """Bounded writes, one chat per request on a fixed schedule; every answer is recorded,
+    so a test can tell which writes were acknowledged (200 with an id) and which were held."""
+
+    url: str
+    headers: dict[str, str]
+    prefix: str
+    rate: float = 1.25               # writes per second (the sandbox's API limit is 100 a minute)
+    max_writes: int = 900
+    max_seconds: float = 600.0
+    verify: str | bool = True
+    writes: list[Write] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Writer:
+        self._start = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        for n in range(self.max_writes):
+            due = self._start + n / self.rate
+            if due - self._start > self.max_seconds or self._stop.wait(max(0.0, due - time.monotonic())):
+                return
+            title = f"{self.prefix}-{n}"
+            t0 = time.monotonic() - self._start
+            try:
+                r = session.post(self.url + "/api/v1/chats", json={"title": title, "model": "llama3.2:3b"},
+                                 headers=self.headers, verify=self.verify, timeout=5)
+                chat_id = r.json().get("id") if r.status_code == 200 else None
+                self.writes.append(Write(t0, title, r.status_code, chat_id, r.headers.get("Retry-After", "")))
+            except (requests.RequestException, ValueError):
+                self.writes.append(Write(t0, title, 0, None, ""))
+
+    @property
+    def acknowledged(self) -> dict[int, str]:
+        """id -> title of every write answered 200."""
+        return {w.chat_id: w.title for w in self.writes if w.status == 200 and w.chat_id is not None}
+
+    @property
+    def held(self) -> list[Write]:
+        return [w for w in self.writes if w.status == 503 and w.retry_after]

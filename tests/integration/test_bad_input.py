@@ -140,3 +140,28 @@ def test_a_tag_pushed_again_after_staging_is_refused_naming_both_digests(tmp_pat
     assert tested.split("@")[-1] in run.output and pushed_again.split("@")[-1] in run.output
     assert "TASK [compose_rollout : Create the colour's directory]" not in run.output
     assert "TASK [compose_rollout : Run the release's migrations" not in run.output
+
+
+def test_an_upstream_that_disagrees_with_the_state_file_is_refused_showing_both(tmp_path: Path) -> None:
+    """An upstream edited by hand to a dead port: the deploy says so before the backup, the
+    pull or any container, and changes nothing; the operator decides which side is right."""
+    build_release("8.0.0")
+    if not STATE.exists():
+        assert deploy(tmp_path, "8.0.0").rc == 0
+    upstream = SANDBOX_DIR / "nginx" / "upstreams" / "production.conf"
+    good, state = upstream.read_text(), STATE.read_text()
+    recorded = json.loads(state)
+    try:
+        upstream.write_text(good.replace(f"127.0.0.1:{18001 if recorded['colour'] == 'blue' else 18002}",
+                                         "127.0.0.1:19999"))
+        run = deploy(tmp_path, "8.0.0")
+        assert upstream.read_text() != good       # not repaired behind the operator's back
+    finally:
+        upstream.write_text(good)
+    assert run.rc != 0
+    for text in ("the load balancer and the deploy state disagree", "sends traffic to 127.0.0.1:19999",
+                 f"says {recorded['release']} serves on {recorded['colour']}"):
+        assert text in run.output, run.output[-3000:]
+    for later in ("TASK [backup_db", "TASK [compose_rollout : Pull", "TASK [notify"):
+        assert later not in run.output, f"{later} ran before the upstream was refused"
+    assert STATE.read_text() == state

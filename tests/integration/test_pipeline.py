@@ -7,7 +7,6 @@ the report on disk, the staging record, the chats in PostgreSQL.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,10 +20,11 @@ from helpers import (
     auth,
     build_release,
     chats_fingerprint,
-    image_digest,
+    db_connect,
     run_playbook,
     serving_version,
 )
+from loadgen import Writer
 
 pytestmark = pytest.mark.slow
 STAGING_URL = "https://127.0.0.1:8444"
@@ -89,29 +89,70 @@ def test_production_refuses_a_release_without_a_passing_staging_record(records: 
     assert serving_version() == before
 
 
-def test_a_failing_migration_in_production_restores_the_snapshot_and_keeps_serving(
-        records: Path, reports: Path) -> None:
-    chat_through(PROD_URL, "production")
-    before = chats_fingerprint("production")
-    serving = serving_version()
-    build_release("2.3.0", "MIGRATION_FAIL=1")
-    # as if 2.3.0 had passed staging: the migration breaks only on production's data
-    (records / "2.3.0").mkdir(exist_ok=True)
-    shutil.copy(records / "2.1.0" / "staging.json", records / "2.3.0" / "staging.json")
-    record = json.loads((records / "2.3.0" / "staging.json").read_text())
-    record["release"], record["digest"] = "2.3.0", image_digest("2.3.0")
-    (records / "2.3.0" / "staging.json").write_text(json.dumps(record))
-    run = play("playbooks/production_deployment.yml", "2.3.0", records, reports)
-    assert run.rc != 0
-    assert "migration" in run.output.lower()
-    assert chats_fingerprint("production") == before
+def chats_by_id(env: str = "production") -> dict[int, str]:
+    with db_connect(env) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, title FROM chats")
+        return dict(cur.fetchall())
+
+
+def assert_nothing_lost(writer: Writer, serving: str | None, env: str = "production") -> None:
+    """Every acknowledged write is in the database, under the id it was acknowledged with;
+    every other answer was the hold's 503 with Retry-After; a known release serves."""
+    assert len(writer.writes) >= 30, f"the writer made only {len(writer.writes)} writes"
+    others = [w for w in writer.writes if w.status != 200 and not (w.status == 503 and w.retry_after)]
+    assert not others, f"writes answered neither 200 nor 503 with Retry-After: {others[:5]}"
+    rows = chats_by_id(env)
+    lost = {i: t for i, t in writer.acknowledged.items() if rows.get(i) != t}
+    assert not lost, f"{len(lost)} of {len(writer.acknowledged)} acknowledged writes are not in the database: " \
+                     f"{sorted(lost.items())[:5]}"
+    assert "lost in migration" not in rows.values()
     assert serving_version() == serving
-    report = latest_report(reports)
+
+
+def test_a_migration_failing_only_on_production_data_is_undone_without_losing_a_write(
+        records: Path, reports: Path) -> None:
+    """The classic production failure, through the whole pipeline: the migration passes on
+    staging (a passing record, the same digest) and fails on production after damaging data,
+    while users keep writing."""
+    chat_through(PROD_URL, "production")
+    serving = serving_version()
+    digest = build_release("2.3.0", "MIGRATION_FAIL=1", "MIGRATION_FAIL_IN=production")
+    with Writer(PROD_URL, auth("production"), "pipeline-2.3.0", verify=CA_FILE) as writer:
+        run = play("deploy.yml", "2.3.0", records, reports)
+    assert run.rc != 0
+    record = json.loads((records / "2.3.0" / "staging.json").read_text())
+    assert record["passed"] is True and record["digest"] == digest.split("@", 1)[1]
+    assert serving_version(STAGING_URL) == "2.3.0"
+    assert "2.3.0's migrations failed (Run the release's migrations (database migration): exited with 1: " \
+           "migration 9999_reshape_chats failed" in run.output, run.output[-4000:]
+    assert "The snapshot taken just before them was restored" in run.output, run.output[-4000:]
+    migration = latest_report(reports)["published"]["migration"]["production"]
+    assert migration["held"] and migration["failed"] and migration["undo"]["restored"]
+    assert "public.chats" in migration["undo"]["changed_tables"]
+    assert 0 < float(migration["hold_seconds"]) < 60
+    assert writer.held, "no write was answered 503 with Retry-After during the hold"
+    assert writer.acknowledged, "no write was acknowledged"
+    assert_nothing_lost(writer, serving)
+
+
+def test_a_migration_that_fails_inside_its_transaction_restores_nothing_and_loses_no_write(
+        production, tmp_path: Path) -> None:
+    serving = serving_version()
+    build_release("2.3.1", "MIGRATION_FAIL=clean")
+    with Writer(PROD_URL, auth("production"), "clean-2.3.1", verify=CA_FILE) as writer:
+        run, report = production("2.3.1")
+    assert run.rc != 0
+    assert "the failure undid itself, nothing was restored" in run.output, run.output[-4000:]
+    migration = report["published"]["migration"]["production"]
+    assert migration["held"] and migration["failed"]
+    assert migration["undo"]["restored"] is False and migration["undo"]["changed_tables"] == []
     assert report["outcome"] == "aborted"
+    assert_nothing_lost(writer, serving)
 
 
 def test_a_failing_migration_stops_at_staging(records: Path, reports: Path) -> None:
     chat_through(STAGING_URL, "staging")
+    serving_staging = serving_version(STAGING_URL)
     before_staging = chats_fingerprint("staging")
     before_prod = chats_fingerprint("production")
     build_release("2.4.0", "MIGRATION_FAIL=1")
@@ -120,7 +161,7 @@ def test_a_failing_migration_stops_at_staging(records: Path, reports: Path) -> N
     assert chats_fingerprint("staging") == before_staging
     assert chats_fingerprint("production") == before_prod
     assert not (records / "2.4.0" / "staging.json").exists()
-    assert serving_version(STAGING_URL) == "2.1.0"
+    assert serving_version(STAGING_URL) == serving_staging
 
 
 def test_manual_rollback_goes_back_to_the_previous_release(records: Path, reports: Path) -> None:
