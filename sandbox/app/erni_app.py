@@ -16,11 +16,11 @@ a real image (see sandbox/bin/build-release):
   STARTUP_DELAY_S     /health answers 503 for this many seconds after start
   CRASH_ON_START      the server exits at once with status 1
   WEBHOOK_REJECT_ALL  webhooks are refused even with a valid signature
-  MIGRATION_FAIL      the release carries migration 9999_reshape_chats, which fails: 1 after
+  MIGRATION_FAIL      the release carries a migration NNN_reshape_chats, which fails: 1 after
                       damaging data outside its transaction (only a snapshot undoes it), clean
                       inside its own transaction (PostgreSQL undoes it)
   MIGRATION_FAIL_IN   the failure happens only where ENVIRONMENT is this name (the migration
-                      passes on staging and fails on production's database); elsewhere 9999
+                      passes on staging and fails on production's database); elsewhere it
                       applies (it adds a column the serving release ignores)
 
 Commands: serve (default), migrate [--down-to N | --status], --version.
@@ -136,11 +136,15 @@ def migration_files() -> list[tuple[int, str, Path, Path]]:
     return found
 
 
-# The knob's migration: adding a column is harmless to the serving release (it names the
-# columns it reads and writes), so the release's schema stays compatible both ways.
-KNOB_MIGRATION = (9999, "reshape_chats",
-                  "ALTER TABLE chats ADD COLUMN IF NOT EXISTS model_ref text",
-                  "ALTER TABLE chats DROP COLUMN IF EXISTS model_ref")
+def knob_migration() -> tuple[int, str, str, str]:
+    """The knob's migration, numbered after the release (1.2.3 is 9010203), as each release's own
+    migrations are: one applied by an earlier release is never taken for this one's. Adding a
+    column is harmless to the serving release (it names the columns it reads and writes)."""
+    m = re.match(r"^(\d{1,2})\.(\d{1,2})\.(\d{1,2})", VERSION)
+    version = 9_000_000 + (int(m[1]) * 10_000 + int(m[2]) * 100 + int(m[3]) if m else 0)
+    return (version, "reshape_chats",
+            "ALTER TABLE chats ADD COLUMN IF NOT EXISTS model_ref text",
+            "ALTER TABLE chats DROP COLUMN IF EXISTS model_ref")
 
 
 def migration_knob() -> str:
@@ -170,8 +174,9 @@ def migrate(argv: list[str]) -> int:
     files: list[tuple[int, str, str, str]] = [
         (version, name, up.read_text(), down.read_text()) for version, name, up, down in migration_files()]
     knob = migration_knob()
+    knob_version = knob_migration()[0]
     if knob:
-        files.append(KNOB_MIGRATION)
+        files.append(knob_migration())
 
     if argv[:1] == ["--status"]:
         print(json.dumps({"applied": sorted(applied),
@@ -208,7 +213,7 @@ def migrate(argv: list[str]) -> int:
     for version, name, up, _down in files:
         if version in applied:
             continue
-        if version == KNOB_MIGRATION[0] and knob in ("damage", "clean"):
+        if version == knob_version and knob in ("damage", "clean"):
             return knob_failure(conn, knob, done)
         with conn.cursor() as cur:
             cur.execute(up)
@@ -235,9 +240,9 @@ def knob_failure(conn: Any, knob: str, done: list[int]) -> int:
                 cur.execute("SELECT model_ref FROM chats LIMIT 1")
         except Exception:  # the failure is the point; it is reported below
             conn.rollback()
-    print("migration 9999_reshape_chats failed: column chats.model_ref does not exist",
-          file=sys.stderr)
-    print(json.dumps({"direction": "up", "applied": done, "failed": KNOB_MIGRATION[0], "changed": bool(done)}))
+    version, name, _up, _down = knob_migration()
+    print(f"migration {version}_{name} failed: column chats.model_ref does not exist", file=sys.stderr)
+    print(json.dumps({"direction": "up", "applied": done, "failed": version, "changed": bool(done)}))
     return 1
 
 

@@ -124,7 +124,7 @@ def test_a_migration_failing_only_on_production_data_is_undone_without_losing_a_
     assert record["passed"] is True and record["digest"] == digest.split("@", 1)[1]
     assert serving_version(STAGING_URL) == "2.3.0"
     assert "2.3.0's migrations failed (Run the release's migrations (database migration): exited with 1: " \
-           "migration 9999_reshape_chats failed" in run.output, run.output[-4000:]
+           "migration 9020300_reshape_chats failed" in run.output, run.output[-4000:]
     assert "The snapshot taken just before them was restored" in run.output, run.output[-4000:]
     migration = latest_report(reports)["published"]["migration"]["production"]
     assert migration["held"] and migration["failed"] and migration["undo"]["restored"]

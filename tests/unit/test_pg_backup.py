@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -634,3 +635,31 @@ def test_container_mode_names_a_missing_container_and_a_bad_password(container: 
     assert res["msg"].startswith(f"cannot connect to PostgreSQL at 127.0.0.1:5432 (inside container {container}) "
                                  f"as erni: ")
     assert listing(backup_dir) == []
+
+
+# ------------------------------------------------------------------ the reference app's migration knobs
+
+def app_migrate(db: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    app = Path(__file__).resolve().parents[2] / "sandbox" / "app" / "erni_app.py"
+    full = {**os.environ, "APP_VERSION": "1.2.3", "OPENWEBUI_DB_NAME": db, "POSTGRES_USER": USER,
+            "POSTGRES_PASSWORD": PASSWORD, "OPENWEBUI_DB_PORT": "5432", **env}
+    return subprocess.run([sys.executable, str(app), "migrate", *args], env=full, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_the_failing_migration_knob_fails_only_where_it_is_told_and_damages_only_when_told(make_db) -> None:
+    db = make_db("")
+    assert app_migrate(db).returncode == 0                                   # the release's own 0001, 0002
+    sql(db, "INSERT INTO chats (title, model) VALUES ('kept', 'm')")
+    knob = {"MIGRATION_FAIL": "1", "MIGRATION_FAIL_IN": "production"}
+    status = json.loads(app_migrate(db, "--status", **knob, ENVIRONMENT="staging").stdout)
+    assert status["pending"] == [9010203]                                    # numbered after release 1.2.3
+    clean = app_migrate(db, **{**knob, "MIGRATION_FAIL": "clean"}, ENVIRONMENT="production")
+    assert clean.returncode == 1 and "9010203_reshape_chats failed" in clean.stderr
+    assert sql(db, "SELECT title FROM chats") == [("kept",)]                # undone by its own transaction
+    damage = app_migrate(db, **knob, ENVIRONMENT="production")
+    assert damage.returncode == 1 and sql(db, "SELECT title FROM chats") == [("lost in migration",)]
+    sql(db, "UPDATE chats SET title = 'kept'")
+    passed = app_migrate(db, **knob, ENVIRONMENT="staging")                 # elsewhere it applies
+    assert passed.returncode == 0 and json.loads(passed.stdout)["applied"] == [9010203]
+    assert sql(db, "SELECT title, model_ref FROM chats") == [("kept", None)]
