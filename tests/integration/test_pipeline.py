@@ -7,6 +7,7 @@ the report on disk, the staging record, the chats in PostgreSQL.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,7 @@ def assert_nothing_lost(writer: Writer, serving: str | None, env: str = "product
                      f"{sorted(lost.items())[:5]}"
     assert "lost in migration" not in rows.values()
     assert serving_version() == serving
+    chat_through(PROD_URL, env)          # the hold is over: writes are answered again
 
 
 def test_a_migration_failing_only_on_production_data_is_undone_without_losing_a_write(
@@ -117,7 +119,7 @@ def test_a_migration_failing_only_on_production_data_is_undone_without_losing_a_
     chat_through(PROD_URL, "production")
     serving = serving_version()
     digest = build_release("2.3.0", "MIGRATION_FAIL=1", "MIGRATION_FAIL_IN=production")
-    with Writer(PROD_URL, auth("production"), "pipeline-2.3.0", verify=CA_FILE) as writer:
+    with Writer(PROD_URL, auth("production"), f"pipeline-2.3.0-{time.time_ns()}", verify=CA_FILE) as writer:
         run = play("deploy.yml", "2.3.0", records, reports)
     assert run.rc != 0
     record = json.loads((records / "2.3.0" / "staging.json").read_text())
@@ -139,7 +141,7 @@ def test_a_migration_that_fails_inside_its_transaction_restores_nothing_and_lose
         production, tmp_path: Path) -> None:
     serving = serving_version()
     build_release("2.3.1", "MIGRATION_FAIL=clean")
-    with Writer(PROD_URL, auth("production"), "clean-2.3.1", verify=CA_FILE) as writer:
+    with Writer(PROD_URL, auth("production"), f"clean-2.3.1-{time.time_ns()}", verify=CA_FILE) as writer:
         run, report = production("2.3.1")
     assert run.rc != 0
     assert "the failure undid itself, nothing was restored" in run.output, run.output[-4000:]
