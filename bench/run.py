@@ -238,7 +238,8 @@ def bench_write_hold() -> Figure:
     reports = Path(tempfile.mkdtemp(prefix="erni-bench-reports-"))
     staging_passed(records, "5.8.0")
     headers = {"Authorization": f"Bearer {secret('production_admin_token')}"}
-    with Writer(PROD_URL, headers, f"bench-{time.time_ns()}", rate=1.25, max_seconds=300, verify=CA_FILE) as writer:
+    with Writer(PROD_URL, headers, f"bench-{time.time_ns()}", rate=1.25, max_seconds=300, verify=CA_FILE) as writer, \
+            Load(PROD_URL + "/", rate=10, max_seconds=300, verify=CA_FILE) as reads:
         run = run_playbook("playbooks/production_deployment.yml", "-i", "inventories/sandbox",
                            "-e", "release_version=5.8.0",
                            env={"ERNI_RECORDS_DIR": str(records), "ERNI_REPORT_DIR": str(reports)})
@@ -263,6 +264,7 @@ def bench_write_hold() -> Figure:
         "client_held_window_s": round(held[-1].t - held[0].t, 2) if held else 0.0,
         "writes": len(writer.writes), "writes_held_503": len(held), "writes_acknowledged": len(acknowledged),
         "acknowledged_lost": len(lost),
+        "reads": len(reads.samples), "reads_failed": len(reads.failures),
         "restored": (migration.get("undo") or {}).get("restored"),
         "restore_s": (migration.get("undo") or {}).get("restore_seconds"),
         "goal": "no acknowledged write lost; writes held for seconds, reads never",
