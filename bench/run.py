@@ -25,7 +25,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import psycopg2  # noqa: E402
 import requests  # noqa: E402
 
 from helpers import (  # noqa: E402
@@ -33,6 +32,7 @@ from helpers import (  # noqa: E402
     PROD_URL,
     VENV_BIN,
     build_release,
+    db_connect,
     run_playbook,
     secret,
     serving_version,
@@ -248,14 +248,9 @@ def bench_write_hold() -> Figure:
     migration = report.get("published", {}).get("migration", {}).get("production") or {}
     if run.rc == 0 or not migration.get("failed"):
         raise SystemExit(f"5.8.0's migration did not fail as built (rc {run.rc}): {migration}")
-    conn = psycopg2.connect(host="127.0.0.1", port=5432, dbname="openwebui", user="openwebui_user",
-                            password=secret("production_db_password"))
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT id, title FROM chats")
-            rows = dict(cur.fetchall())
-    finally:
-        conn.close()
+    with db_connect("production") as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, title FROM chats")
+        rows = dict(cur.fetchall())
     acknowledged = writer.acknowledged
     lost = [i for i, title in acknowledged.items() if rows.get(i) != title]
     held = writer.held

@@ -312,6 +312,11 @@ def compare_fingerprints(reference: dict[str, dict[str, Any]],
     return rows, differ
 
 
+def compare_with_backup(meta: dict[str, Any], fingerprint: Fingerprint) -> tuple[list[dict[str, Any]], list[str]]:
+    """compare_fingerprints of the fingerprint in a backup's metadata (the reference) and a database's."""
+    return compare_fingerprints({t["table"]: t for t in meta["fingerprint"]["tables"]}, fingerprint.by_table())
+
+
 def describe_differences(tables: list[dict[str, Any]]) -> str:
     parts = []
     for t in tables:
@@ -953,8 +958,7 @@ def restore(conn: PgConnection, backup_file: str, drop_extra_tables: bool = True
                               "dropped_tables": [t.table for t in extra] if drop_extra_tables else [],
                               "fingerprint_before": before.as_dict()}
     if if_changed:
-        tables, differ = compare_fingerprints({t["table"]: t for t in meta["fingerprint"]["tables"]},
-                                              before.by_table())
+        tables, differ = compare_with_backup(meta, before)
         result.update(differing_before=differ, tables_before=tables)
         if not differ:
             return {"changed": False, **result, "restored": False, "fingerprint_matches": True, "tables": tables,
@@ -970,7 +974,7 @@ def restore(conn: PgConnection, backup_file: str, drop_extra_tables: bool = True
     _restore_single_transaction(conn, path, database, drops, no_owner, no_acl)
     seconds = round(time.monotonic() - t0, 3)
     after = conn.fingerprint()
-    tables, differ = compare_fingerprints({t["table"]: t for t in meta["fingerprint"]["tables"]}, after.by_table())
+    tables, differ = compare_with_backup(meta, after)
     matches = not differ
     return {"changed": True, **result, "restored": True, "restore_seconds": seconds, "fingerprint": after.as_dict(),
             "fingerprint_matches": matches, "tables": tables, "differing_tables": differ,
@@ -1082,7 +1086,7 @@ def fingerprint(conn: PgConnection, backup_file: str | None = None) -> dict[str,
     fp = conn.fingerprint()
     result: dict[str, Any] = {"changed": False, "database": conn.database, **fp.as_dict()}
     if meta is not None:
-        tables, differ = compare_fingerprints({t["table"]: t for t in meta["fingerprint"]["tables"]}, fp.by_table())
+        tables, differ = compare_with_backup(meta, fp)
         result.update(file=backup_file, matches=not differ, differing_tables=differ, comparison=tables,
                       differences=describe_differences(tables))
     return result
