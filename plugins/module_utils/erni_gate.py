@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from ansible.module_utils.erni_judge import LOG_MEASURES, JudgeInputError, LogMeasures
 from ansible.module_utils.erni_prometheus import PrometheusClient, PrometheusError
 
 STATUSES = ("pass", "warn", "fail", "inconclusive", "nodata")
@@ -92,6 +93,12 @@ class Metric:
     # when the live canary judge also found the new colour worse than the old one)
     staging_comparison: str = "fail"
     live_worse: bool = False
+    # where the value comes from: a PromQL query, or a window of nginx's JSON access log
+    # (erni_judge.LogMeasures: the canary judge's reading of each request's outcome)
+    source: str = "prometheus"
+    measure: str = ""
+    window: float = 60.0
+    min_requests: int = 20
 
     @classmethod
     def from_params(cls, p: dict[str, Any], baselines: dict[str, float] | None, baseline_file: str | None,
@@ -127,10 +134,28 @@ class Metric:
             if not p.get("baseline_query"):
                 raise GateInputError(f"metric {name!r}: baseline_at needs a baseline_query to evaluate then")
             source = f"query at {iso(p['baseline_at'])}"
+        origin = p.get("source") or "prometheus"
+        if origin == "access_log":
+            if not p.get("measure"):
+                raise GateInputError(f"metric {name!r} reads the access log but names no measure "
+                                     f"(one of {', '.join(LOG_MEASURES)})")
+            if p["measure"] not in LOG_MEASURES:
+                raise GateInputError(f"metric {name!r}: measure {p['measure']!r} is not one of "
+                                     f"{', '.join(LOG_MEASURES)}")
+            if p.get("baseline_query") or p.get("baseline_offset") is not None:
+                raise GateInputError(f"metric {name!r} reads the access log: its baseline is a number or a "
+                                     f"baseline_key, not a query")
+            if (p.get("window") or 0) <= 0 or (p.get("min_requests") or 0) < 1:
+                raise GateInputError(f"metric {name!r}: window={p.get('window')} must be positive and "
+                                     f"min_requests={p.get('min_requests')} at least 1")
+        elif not p.get("query"):
+            raise GateInputError(f"metric {name!r} has no query (or give source: access_log and a measure)")
         if p.get("tolerance") is not None and not source and require_baseline:
             raise GateInputError(f"metric {name!r} has a tolerance but no baseline "
                                  f"(give baseline, baseline_key, baseline_query or baseline_offset)")
-        return cls(name=name, query=p["query"], direction=p.get("direction") or "lower", limit=p.get("limit"),
+        return cls(name=name, query=p.get("query") or "", source=origin, measure=p.get("measure") or "",
+                   window=p.get("window") or 60.0, min_requests=p.get("min_requests") or 20,
+                   direction=p.get("direction") or "lower", limit=p.get("limit"),
                    tolerance=p.get("tolerance"), noise_floor=p.get("noise_floor") or 0.0, baseline=baseline,
                    baseline_query=p.get("baseline_query"), baseline_offset=p.get("baseline_offset"),
                    baseline_at=p.get("baseline_at"),
@@ -222,7 +247,24 @@ def _values(client: PrometheusClient, query: str, at: float) -> tuple[list[float
     return [s.value for s in samples if not math.isnan(s.value)], len(samples)
 
 
-def measure(client: PrometheusClient, metric: Metric, at: float) -> Measurement:
+def measure_log(log: LogMeasures | None, metric: Metric, at: float) -> Measurement:
+    """One measurement of a metric read from the access log: the window that ends at `at`."""
+    if log is None:
+        return Measurement(at, "error", reason="the metric reads the access log, but no access_log was given")
+    try:
+        value, n, why = log.measure(metric.measure, at - metric.window, at, metric.min_requests)
+    except JudgeInputError as exc:
+        return Measurement(at, "error", reason=str(exc))
+    if value is None:
+        return Measurement(at, "nodata", reason=f"no data: {why}", series=n)
+    status, reason, delta = metric.judge(value, metric.baseline)
+    over = metric.judge(value, metric.baseline, "fail")[0] != "pass" and metric.limit_ok(value)
+    return Measurement(at, status, value, metric.baseline, delta, reason, n, over)
+
+
+def measure(client: PrometheusClient, metric: Metric, at: float, log: LogMeasures | None = None) -> Measurement:
+    if metric.source == "access_log":
+        return measure_log(log, metric, at)
     try:
         values, n = _values(client, metric.query, at)
     except PrometheusError as exc:
@@ -331,7 +373,8 @@ class MetricResult:
     def as_dict(self) -> dict[str, Any]:
         m = self.metric
         return {"name": m.name, "status": self.status, "effective": self.effective, "critical": m.critical,
-                "weight": m.weight, "direction": m.direction, "unit": m.unit, "query": m.query,
+                "weight": m.weight, "direction": m.direction, "unit": m.unit,
+                "query": m.query or f"access log: {m.measure} over {m.window:g} s", "source": m.source,
                 "value": finite(self.value), "baseline": finite(self.baseline),
                 "baseline_source": m.baseline_source, "limit": m.limit, "tolerance": m.tolerance,
                 "noise_floor": m.noise_floor, "no_data": m.no_data, "reason": self.reason,
@@ -394,7 +437,7 @@ def decide(results: list[MetricResult], pass_score: float, warn_score: float) ->
 def run_gate(client: PrometheusClient, metrics: list[Metric], count: int = 1, interval: float = 0.0,
              failure_limit: int = 0, consecutive_error_limit: int = 4, at: float | None = None,
              pass_score: float = 90.0, warn_score: float = 75.0, concurrency: int = 10,
-             sleep: Any = time.sleep) -> GateResult:
+             sleep: Any = time.sleep, log: LogMeasures | None = None) -> GateResult:
     """Measure every metric `count` times, `interval` seconds apart, and decide.
 
     With `at`, the rounds are evaluated at fixed times ending at `at` (analysis after the
@@ -404,6 +447,10 @@ def run_gate(client: PrometheusClient, metrics: list[Metric], count: int = 1, in
     """
     results = [MetricResult(m) for m in metrics]
     started = time.time()
+    windows = [m.window for m in metrics if m.source == "access_log"]
+    if log is not None and windows:
+        first = at - (count - 1) * interval if at is not None else started
+        log.start_at(first - max(windows))
     rounds = 0
     stopped_early = False
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(metrics)))) as pool:
@@ -411,7 +458,8 @@ def run_gate(client: PrometheusClient, metrics: list[Metric], count: int = 1, in
             if i and at is None and interval > 0:
                 sleep(interval)
             when = at - (count - 1 - i) * interval if at is not None else time.time()
-            measured = pool.map(measure, [client] * len(metrics), metrics, [when] * len(metrics))
+            measured = pool.map(measure, [client] * len(metrics), metrics, [when] * len(metrics),
+                                [log] * len(metrics))
             for res, measurement in zip(results, measured, strict=True):
                 res.measurements.append(measurement)
             rounds += 1

@@ -39,6 +39,7 @@ import json
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -206,7 +207,10 @@ class AccessLogSource:
             return
         if t < self.since:
             return
-        uri = str(rec.get(self.f["uri"], "")).split("?", 1)[0]
+        uri = str(rec.get(self.f["uri"], ""))
+        if " " in uri:      # $request ("GET /path HTTP/1.1"), as ERNI-KI's rate_limit_json logs it
+            uri = [*uri.split(" "), ""][1]
+        uri = uri.split("?", 1)[0]
         if str(rec.get(self.f["status"], "")) == "101":
             return          # a websocket: its time is the connection's life, not an answer's
         if (self.include and not self.include.search(uri)) or (self.exclude and self.exclude.search(uri)):
@@ -246,6 +250,65 @@ class AccessLogSource:
             if t0 <= a.t < t1 and a.side in out:
                 out[a.side].add(a)
         return out
+
+
+    def sample(self, t0: float, t1: float, side: str | None = None) -> Sample:
+        """Every attempt of [t0, t1) in one sample: those of one colour, or with side None all
+        that reached an upstream (what the soak after a switch judges)."""
+        self.read()
+        out = Sample()
+        for a in self.attempts:
+            if t0 <= a.t < t1 and (side is None or a.side == side):
+                out.add(a)
+        return out
+
+
+LOG_MEASURES = ("error_ratio", "latency_p50", "latency_p95", "latency_p99", "requests")
+
+
+class LogMeasures:
+    """One figure of a window of the access log, for the gate's metrics with source access_log.
+
+    The same requests the canary judge compares, counted the way its absolute triggers count
+    them: an error is a 5xx answer or an upstream that could not be reached; a latency is the
+    upstream's time of one attempt. Fewer than `min_requests` requests in the window is no
+    data (a ratio of 1 error in 3 requests is no error rate)."""
+
+    def __init__(self, source: AccessLogSource, side: str | None = None) -> None:
+        self.source = source
+        self.side = side or None
+        self.started = False
+        self.lock = threading.Lock()     # the gate measures its metrics in threads
+
+    def start_at(self, t: float) -> None:
+        """Read from where lines of time t can be (the earliest window of the run)."""
+        with self.lock:
+            self.source.start_at(t)
+            self.started = True
+
+    def measure(self, kind: str, t0: float, t1: float, min_requests: int = 20) -> tuple[float | None, int, str]:
+        """(value or None, requests counted, why there is no value)."""
+        if kind not in LOG_MEASURES:
+            raise JudgeInputError(f"measure {kind!r} is not one of {', '.join(LOG_MEASURES)}")
+        with self.lock:
+            if not self.started:
+                self.source.start_at(t0)
+                self.started = True
+            s = self.source.sample(t0, t1, self.side)
+        whose = f"{self.side}'s requests" if self.side else "requests"
+        if kind == "requests":
+            return float(s.total), s.total, ""
+        if s.total < min_requests:
+            # without a colour, every upstream counts: the addresses that are no colour's are no news
+            extra = self.source.unattributed() if self.side else ""
+            return None, s.total, (f"{s.total} {whose} in the access log over the {t1 - t0:g} s window, "
+                                   f"at least {min_requests} needed" + (f"; {extra}" if extra else ""))
+        if kind == "error_ratio":
+            return s.errors / s.total, s.total, ""
+        value = _quantile(s.latencies, int(kind[len("latency_p"):]) / 100)
+        if value is None:
+            return None, s.total, f"none of the {s.total} {whose} has an upstream time"
+        return value, s.total, ""
 
 
 class PrometheusSource:

@@ -39,9 +39,35 @@ options:
         type: str
         required: true
       query:
-        description: PromQL giving one value (several series are reduced to the worst).
+        description:
+          - PromQL giving one value (several series are reduced to the worst).
+          - Required unless O(metrics[].source=access_log).
         type: str
-        required: true
+      source:
+        description:
+          - Where the value comes from. V(access_log) reads a window of nginx's JSON access log
+            (O(access_log)), each request's status and upstream time, as the canary judge does,
+            for a platform whose service exports no request metrics.
+        type: str
+        choices: [prometheus, access_log]
+        default: prometheus
+      measure:
+        description:
+          - For O(metrics[].source=access_log), the figure of the window. V(error_ratio) is 5xx answers
+            and unreachable upstreams over all attempts; V(latency_p95) (and V(latency_p50),
+            V(latency_p99)) the quantile of the upstream times in seconds; V(requests) the count.
+        type: str
+        choices: [error_ratio, latency_p50, latency_p95, latency_p99, requests]
+      window:
+        description: For O(metrics[].source=access_log), seconds of log before each measurement.
+        type: float
+        default: 60
+      min_requests:
+        description:
+          - For O(metrics[].source=access_log), requests the window needs before it gives a value;
+            fewer is no data (O(metrics[].no_data) decides).
+        type: int
+        default: 20
       direction:
         description: Whether lower or higher values are better.
         type: str
@@ -121,6 +147,33 @@ options:
   baseline_file:
     description: YAML file of baselines in the checklist's shape.
     type: path
+  access_log:
+    description:
+      - nginx's JSON access log, on the host the module runs on, for the metrics with
+        O(metrics[].source=access_log) (the canary judge's format; see C(canary_judge)).
+    type: path
+  log_fields:
+    description: Field names of the log's JSON lines where they differ (as C(canary_judge)'s O(log_fields)).
+    type: dict
+    default: {}
+  log_upstreams:
+    description:
+      - "Each colour's upstream address as nginx logs it, as V({blue: 10.0.3.7:8080}); with
+        O(log_side), only that colour's requests are counted."
+    type: dict
+    default: {}
+  log_side:
+    description: The colour whose requests are counted (one of O(log_upstreams)); empty counts every upstream's.
+    type: str
+    default: ""
+  log_include:
+    description: Regular expression; only request paths that match are counted.
+    type: str
+    default: ""
+  log_exclude:
+    description: Regular expression; request paths that match are not counted (health and metrics routes).
+    type: str
+    default: ""
   count:
     description: Number of measurements.
     type: int
@@ -269,8 +322,11 @@ summary:
   type: dict
 """
 
+from typing import Any
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.erni_gate import GateInputError, Metric, load_baselines, run_gate
+from ansible.module_utils.erni_judge import AccessLogSource, JudgeInputError, LogMeasures
 from ansible.module_utils.erni_prometheus import (
     HAS_REQUESTS,
     PrometheusError,
@@ -280,7 +336,11 @@ from ansible.module_utils.erni_prometheus import (
 
 METRIC_SPEC = dict(
     name=dict(type="str", required=True),
-    query=dict(type="str", required=True),
+    query=dict(type="str"),
+    source=dict(type="str", choices=["prometheus", "access_log"], default="prometheus"),
+    measure=dict(type="str", choices=["error_ratio", "latency_p50", "latency_p95", "latency_p99", "requests"]),
+    window=dict(type="float", default=60),
+    min_requests=dict(type="int", default=20),
     direction=dict(type="str", choices=["lower", "higher"], default="lower"),
     limit=dict(type="float"),
     tolerance=dict(type="float"),
@@ -300,12 +360,33 @@ METRIC_SPEC = dict(
 )
 
 
+def log_measures(p: dict[str, Any], metrics: list[Metric]) -> LogMeasures | None:
+    """The access log reader the metrics with source access_log need, or None."""
+    readers = [m.name for m in metrics if m.source == "access_log"]
+    if not readers:
+        return None
+    if not p["access_log"]:
+        raise GateInputError(f"metrics {', '.join(readers)} read the access log, but access_log is not set")
+    if p["log_side"] and p["log_side"] not in p["log_upstreams"]:
+        raise GateInputError(f"log_side {p['log_side']!r} is not one of log_upstreams "
+                             f"({', '.join(sorted(p['log_upstreams'])) or 'none given'})")
+    upstreams = {str(k): str(v) for k, v in p["log_upstreams"].items()}
+    source = AccessLogSource(p["access_log"], upstreams, p["log_include"], p["log_exclude"], p["log_fields"])
+    return LogMeasures(source, p["log_side"] or None)
+
+
 def main() -> None:
     spec = prometheus_argument_spec()
     spec.update(
         metrics=dict(type="list", elements="dict", required=True, options=METRIC_SPEC,
                      mutually_exclusive=[["baseline", "baseline_key", "baseline_query", "baseline_offset"]]),
         baseline_file=dict(type="path"),
+        access_log=dict(type="path"),
+        log_fields=dict(type="dict", default={}),
+        log_upstreams=dict(type="dict", default={}),
+        log_side=dict(type="str", default=""),
+        log_include=dict(type="str", default=""),
+        log_exclude=dict(type="str", default=""),
         staging_comparison=dict(type="str", choices=["fail", "warn", "blocking"], default="fail"),
         live_judge=dict(type="list", elements="dict", default=[]),
         count=dict(type="int", default=1),
@@ -353,7 +434,8 @@ def main() -> None:
         metrics = [Metric.from_params(m, baselines, p["baseline_file"], require_baseline=not p["validate_only"],
                                       staging_comparison=p["staging_comparison"], live_judge=p["live_judge"])
                    for m in p["metrics"]]
-    except GateInputError as exc:
+        log = log_measures(p, metrics)
+    except (GateInputError, JudgeInputError) as exc:
         module.fail_json(msg=str(exc))
 
     try:
@@ -368,7 +450,7 @@ def main() -> None:
         result = run_gate(client, metrics, count=p["count"], interval=p["interval"],
                           failure_limit=p["failure_limit"], consecutive_error_limit=p["consecutive_error_limit"],
                           at=p["time"], pass_score=p["pass_score"], warn_score=p["warn_score"],
-                          concurrency=p["concurrency"])
+                          concurrency=p["concurrency"], log=log)
     finally:
         client.close()
     out = result.as_dict()

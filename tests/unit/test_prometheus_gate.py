@@ -399,3 +399,109 @@ def test_validate_only_refuses_a_malformed_baseline_file_and_a_bad_url(tmp_path:
     res = run_module("prometheus_gate", {"prometheus_url": "127.0.0.1:9090", "validate_only": True,
                                          "metrics": [{"name": "p95", "query": "up"}]})
     assert res["failed"] is True and "is not an http(s) URL" in res["msg"]
+
+
+# ------------------------------------------------------------------ metrics from the access log
+
+def write_access_log(path: Path, end: float, seconds: int, per_second: int, error_every: int,
+                     latency: float, upstream: str = "10.0.3.7:8080") -> None:
+    """nginx JSON lines with ERNI-KI's field names (timestamp, request), one upstream."""
+    import json
+    from datetime import UTC, datetime
+
+    with path.open("w", encoding="utf-8") as fh:
+        n = 0
+        for s in range(seconds):
+            for k in range(per_second):
+                t = end - seconds + s + k / per_second
+                n += 1
+                status = 502 if error_every and n % error_every == 0 else 200
+                fh.write(json.dumps({
+                    "timestamp": datetime.fromtimestamp(t, UTC).isoformat(), "request": f"GET /api/v1/chats?n={n} HTTP/1.1",
+                    "status": status, "upstream_addr": upstream, "upstream_status": str(status),
+                    "upstream_response_time": f"{latency * (1 + (n % 10) / 10):.3f}"}) + "\n")
+        fh.write(json.dumps({"timestamp": datetime.fromtimestamp(end - 1, UTC).isoformat(),
+                             "request": "GET /health HTTP/1.1", "status": 500, "upstream_addr": upstream,
+                             "upstream_status": "500", "upstream_response_time": "9.000"}) + "\n")
+
+
+FIELDS = {"time": "timestamp", "uri": "request"}
+
+
+def test_error_rate_and_p95_are_read_from_the_access_log(prom: PromServer, tmp_path: Path) -> None:
+    log = tmp_path / "access.json"
+    end = 1_800_000_000.0
+    write_access_log(log, end, seconds=60, per_second=5, error_every=50, latency=0.1)
+    metrics = [{"name": "error_rate", "source": "access_log", "measure": "error_ratio", "window": 60,
+                "limit": 0.05, "unit": "ratio"},
+               {"name": "api_latency_p95", "source": "access_log", "measure": "latency_p95", "window": 60,
+                "limit": 5, "unit": "s"}]
+    res = run_module("prometheus_gate", {"prometheus_url": prom.url, "time": end, "metrics": metrics,
+                                         "access_log": str(log), "log_fields": FIELDS, "log_exclude": "^/health"})
+    assert not res.get("failed"), res.get("msg")
+    got = {m["name"]: m for m in res["metrics"]}
+    # 300 requests, every 50th a 502; the /health line (a 500 taking 9 s) is left out
+    assert got["error_rate"]["value"] == pytest.approx(6 / 300)
+    assert got["error_rate"]["measurements"][0]["series"] == 300
+    assert 0.18 <= got["api_latency_p95"]["value"] <= 0.2
+    assert got["error_rate"]["query"] == "access log: error_ratio over 60 s"
+    assert res["verdict"] == "pass"
+
+
+def test_an_error_rate_from_the_log_above_the_limit_fails(prom: PromServer, tmp_path: Path) -> None:
+    log = tmp_path / "access.json"
+    end = 1_800_000_000.0
+    write_access_log(log, end, seconds=30, per_second=4, error_every=10, latency=0.05)
+    res = run_module("prometheus_gate", {"prometheus_url": prom.url, "time": end, "access_log": str(log),
+                                         "log_fields": FIELDS, "log_exclude": "^/health",
+                                         "metrics": [{"name": "error_rate", "source": "access_log",
+                                                      "measure": "error_ratio", "window": 30, "limit": 0.05,
+                                                      "unit": "ratio"}]})
+    assert res.get("failed") and res["verdict"] == "fail"
+    assert res["metrics"][0]["reason"] == "10.00% is above the limit 5.00%"
+
+
+def test_too_few_requests_in_the_log_is_no_data_never_a_pass(prom: PromServer, tmp_path: Path) -> None:
+    log = tmp_path / "access.json"
+    end = 1_800_000_000.0
+    write_access_log(log, end, seconds=5, per_second=1, error_every=0, latency=0.05)
+    res = run_module("prometheus_gate", {"prometheus_url": prom.url, "time": end, "access_log": str(log),
+                                         "log_fields": FIELDS, "log_exclude": "^/health",
+                                         "metrics": [{"name": "error_rate", "source": "access_log",
+                                                      "measure": "error_ratio", "window": 60, "limit": 0.05}]})
+    assert res.get("failed") and res["verdict"] == "fail"
+    reason = res["metrics"][0]["measurements"][0]["reason"]
+    assert reason == "no data: 5 requests in the access log over the 60 s window, at least 20 needed"
+
+
+def test_only_the_named_colours_requests_are_counted(prom: PromServer, tmp_path: Path) -> None:
+    log = tmp_path / "access.json"
+    end = 1_800_000_000.0
+    write_access_log(log, end, seconds=30, per_second=2, error_every=0, latency=0.05, upstream="10.0.3.9:8080")
+    res = run_module("prometheus_gate", {"prometheus_url": prom.url, "time": end, "access_log": str(log),
+                                         "log_fields": FIELDS, "log_upstreams": {"blue": "10.0.3.7:8080"},
+                                         "log_side": "blue",
+                                         "metrics": [{"name": "error_rate", "source": "access_log",
+                                                      "measure": "error_ratio", "window": 60}]})
+    assert res.get("failed")
+    reason = res["metrics"][0]["measurements"][0]["reason"]
+    assert reason.startswith("no data: 0 blue's requests in the access log over the 60 s window")
+    assert "requests to addresses that are no colour's: 10.0.3.9:8080 (61)" in reason
+
+
+@pytest.mark.parametrize(("metric", "extra", "message"), [
+    ({"name": "e", "source": "access_log", "measure": "error_ratio"}, {},
+     "metrics e read the access log, but access_log is not set"),
+    ({"name": "e", "source": "access_log"}, {"access_log": "/dev/null"},
+     "metric 'e' reads the access log but names no measure"),
+    ({"name": "e", "source": "access_log", "measure": "error_ratio", "baseline_query": "x"},
+     {"access_log": "/dev/null"}, "metric 'e' reads the access log: its baseline is a number or a baseline_key"),
+    ({"name": "e"}, {}, "metric 'e' has no query"),
+    ({"name": "e", "source": "access_log", "measure": "error_ratio"},
+     {"access_log": "/dev/null", "log_side": "red", "log_upstreams": {"blue": "a:1"}},
+     "log_side 'red' is not one of log_upstreams (blue)"),
+])
+def test_bad_access_log_metrics_are_refused_naming_them(prom: PromServer, metric: dict[str, Any],
+                                                        extra: dict[str, Any], message: str) -> None:
+    res = run_module("prometheus_gate", {"prometheus_url": prom.url, "metrics": [metric], **extra})
+    assert res.get("failed") and message in res["msg"], res["msg"]
