@@ -33,3 +33,19 @@ def test_without_a_release_label_the_release_is_not_added() -> None:
 def test_nothing_serving_leaves_the_selector_alone() -> None:
     assert serving_selector('job="x",', None, "version") == 'job="x"'
     assert serving_selector("", {"colour": "blue"}, "") == 'colour="blue"'
+
+
+def test_the_colour_shows_as_the_inventory_says() -> None:
+    # ERNI-KI: cAdvisor's series name the container, there is no colour label
+    assert (serving_selector('job="cadvisor"', {"release": "1.2.3", "colour": "green"}, "",
+                             'name="erni-ki-production-%s"')
+            == 'job="cadvisor",name="erni-ki-production-green"')
+
+
+def test_a_colour_matcher_without_its_placeholder_is_refused_naming_it() -> None:
+    import pytest
+    from ansible.errors import AnsibleFilterError
+
+    for bad in ('name="erni-ki-blue"', 'name="%s-%s"', 'x="%d%s"'):
+        with pytest.raises(AnsibleFilterError, match="must hold %s once"):
+            serving_selector('job="x"', {"colour": "blue"}, "", bad)
