@@ -417,7 +417,8 @@ def write_access_log(path: Path, end: float, seconds: int, per_second: int, erro
                 n += 1
                 status = 502 if error_every and n % error_every == 0 else 200
                 fh.write(json.dumps({
-                    "timestamp": datetime.fromtimestamp(t, UTC).isoformat(), "request": f"GET /api/v1/chats?n={n} HTTP/1.1",
+                    "timestamp": datetime.fromtimestamp(t, UTC).isoformat(),
+                    "request": f"GET /api/v1/chats?n={n} HTTP/1.1",
                     "status": status, "upstream_addr": upstream, "upstream_status": str(status),
                     "upstream_response_time": f"{latency * (1 + (n % 10) / 10):.3f}"}) + "\n")
         fh.write(json.dumps({"timestamp": datetime.fromtimestamp(end - 1, UTC).isoformat(),
