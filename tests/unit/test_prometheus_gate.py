@@ -492,7 +492,7 @@ def test_only_the_named_colours_requests_are_counted(prom: PromServer, tmp_path:
 
 @pytest.mark.parametrize(("metric", "extra", "message"), [
     ({"name": "e", "source": "access_log", "measure": "error_ratio"}, {},
-     "metrics e read the access log, but access_log is not set"),
+     "metrics e read the access log, but neither access_log nor loki_url is set"),
     ({"name": "e", "source": "access_log"}, {"access_log": "/dev/null"},
      "metric 'e' reads the access log but names no measure"),
     ({"name": "e", "source": "access_log", "measure": "error_ratio", "baseline_query": "x"},
