@@ -37,6 +37,19 @@ options:
   access_log:
     description: Path of nginx's JSON access log (for O(source=access_log)), on the host the module runs on.
     type: path
+  loki_url:
+    description:
+      - For O(source=access_log), read the same JSON lines from Loki's query API at this URL instead
+        of a file (C(/loki/api/v1/query_range)), where the platform ships nginx's log there.
+    type: str
+  loki_query:
+    description: The LogQL query that selects nginx's JSON access lines in Loki.
+    type: str
+    default: '{job="fluent-bit",service="nginx"}'
+  loki_tenant:
+    description: The tenant (C(X-Scope-OrgID)) of a multi-tenant Loki, as ERNI-KI's V(erni-ki).
+    type: str
+    default: ""
   upstreams:
     description:
       - "For O(source=access_log), each colour's upstream address as nginx logs it, as V({blue: 127.0.0.1:18001})."
@@ -268,8 +281,8 @@ steps:
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.erni_accesslog import LOG_SOURCE_SPEC, log_source
 from ansible.module_utils.erni_judge import (
-    AccessLogSource,
     JudgeInputError,
     PrometheusSource,
     Settings,
@@ -331,11 +344,13 @@ def main() -> None:
     )
     # Prometheus's connection options, as every module that queries it has them; the access
     # log source needs none, so the URL is asked for only with source=prometheus
+    spec.update(LOG_SOURCE_SPEC)
     spec.update(prometheus_argument_spec())
     spec["prometheus_url"] = dict(type="str")
     module = AnsibleModule(
         argument_spec=spec, supports_check_mode=True,
-        required_if=[("source", "access_log", ("access_log", "upstreams"), False),
+        required_if=[("source", "access_log", ("access_log", "loki_url"), True),
+                     ("source", "access_log", ("upstreams",), False),
                      ("source", "prometheus", ("prometheus_url",), False),
                      ("source", "prometheus", ("selectors", "selector"), True)])
     p = module.params
@@ -371,8 +386,8 @@ def main() -> None:
     client = None
     try:
         if p["source"] == "access_log":
-            source = AccessLogSource(p["access_log"], {k: str(v) for k, v in p["upstreams"].items()},
-                                     include=p["include"], exclude=p["exclude"], fields=p["log_fields"])
+            source = log_source(p, {k: str(v) for k, v in p["upstreams"].items()}, p["include"], p["exclude"],
+                                p["log_fields"])
             source.start_at(min(step.start, step.baseline_start or step.start))
         else:
             try:

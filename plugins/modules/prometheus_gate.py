@@ -152,6 +152,17 @@ options:
       - nginx's JSON access log, on the host the module runs on, for the metrics with
         O(metrics[].source=access_log) (the canary judge's format; see C(canary_judge)).
     type: path
+  loki_url:
+    description: Read the access log's lines from Loki's query API at this URL instead of O(access_log).
+    type: str
+  loki_query:
+    description: The LogQL query that selects nginx's JSON access lines in Loki.
+    type: str
+    default: '{job="fluent-bit",service="nginx"}'
+  loki_tenant:
+    description: The tenant (C(X-Scope-OrgID)) of a multi-tenant Loki.
+    type: str
+    default: ""
   log_fields:
     description: Field names of the log's JSON lines where they differ (as C(canary_judge)'s O(log_fields)).
     type: dict
@@ -325,8 +336,8 @@ summary:
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.erni_accesslog import LOG_SOURCE_SPEC, JudgeInputError, LogMeasures, log_source
 from ansible.module_utils.erni_gate import GateInputError, Metric, load_baselines, run_gate
-from ansible.module_utils.erni_judge import AccessLogSource, JudgeInputError, LogMeasures
 from ansible.module_utils.erni_prometheus import (
     HAS_REQUESTS,
     PrometheusError,
@@ -365,13 +376,14 @@ def log_measures(p: dict[str, Any], metrics: list[Metric]) -> LogMeasures | None
     readers = [m.name for m in metrics if m.source == "access_log"]
     if not readers:
         return None
-    if not p["access_log"]:
-        raise GateInputError(f"metrics {', '.join(readers)} read the access log, but access_log is not set")
+    if not p["access_log"] and not p["loki_url"]:
+        raise GateInputError(f"metrics {', '.join(readers)} read the access log, but neither access_log nor "
+                             f"loki_url is set")
     if p["log_side"] and p["log_side"] not in p["log_upstreams"]:
         raise GateInputError(f"log_side {p['log_side']!r} is not one of log_upstreams "
                              f"({', '.join(sorted(p['log_upstreams'])) or 'none given'})")
     upstreams = {str(k): str(v) for k, v in p["log_upstreams"].items()}
-    source = AccessLogSource(p["access_log"], upstreams, p["log_include"], p["log_exclude"], p["log_fields"])
+    source = log_source(p, upstreams, p["log_include"], p["log_exclude"], p["log_fields"])
     return LogMeasures(source, p["log_side"] or None)
 
 
@@ -382,6 +394,7 @@ def main() -> None:
                      mutually_exclusive=[["baseline", "baseline_key", "baseline_query", "baseline_offset"]]),
         baseline_file=dict(type="path"),
         access_log=dict(type="path"),
+        **LOG_SOURCE_SPEC,
         log_fields=dict(type="dict", default={}),
         log_upstreams=dict(type="dict", default={}),
         log_side=dict(type="str", default=""),

@@ -82,6 +82,32 @@ def test_the_access_log_and_prometheus_agree_on_the_same_window(production) -> N
         for side in ("n_canary", "n_baseline"):
             assert abs(a[side] - b[side]) <= max(10, a[side] / 3), (a["name"], side, a[side], b[side])
 
+    # the gate's figures of the old colour over that window: from the log and from Prometheus
+    secs = round(step["end"] - step["start"])
+    where = sel.format(old) + ',route!~"/health.*|/metrics|/api/version"'
+    gate = run_module("prometheus_gate", {
+        "prometheus_url": "http://127.0.0.1:9090", "time": step["end"], "fail_on": [],
+        "access_log": str(SANDBOX_DIR / "logs" / "nginx-access.json"), "log_upstreams": UPSTREAMS,
+        "log_side": old, "log_exclude": "^/(health|metrics|api/version)",
+        "metrics": [
+            {"name": "log_requests", "source": "access_log", "measure": "requests", "window": secs},
+            {"name": "log_errors", "source": "access_log", "measure": "error_ratio", "window": secs},
+            {"name": "log_p95", "source": "access_log", "measure": "latency_p95", "window": secs},
+            {"name": "prom_requests", "query": f"sum(increase(http_requests_total{{{where}}}[{secs}s]))"},
+            {"name": "prom_errors",
+             "query": f'(sum(increase(http_requests_total{{{where},status=~"5.."}}[{secs}s])) or vector(0))'
+                      f" / sum(increase(http_requests_total{{{where}}}[{secs}s]))"},
+            {"name": "prom_p95", "query": "histogram_quantile(0.95, sum by (le) (increase("
+                                          f"http_request_duration_seconds_bucket{{{where}}}[{secs}s])))"}]})
+    assert not gate.get("failed"), gate.get("msg")
+    v = {m["name"]: m["value"] for m in gate["metrics"]}
+    assert v["log_requests"] >= 50 and abs(v["log_requests"] - v["prom_requests"]) <= max(10, v["log_requests"] / 3), v
+    assert v["log_errors"] == v["prom_errors"] == 0, v
+    # a histogram knows a latency to its bucket: the two p95s fall in the same bucket or the next
+    bounds = (.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
+    bucket = {k: sum(1 for b in bounds if v[k] > b) for k in ("log_p95", "prom_p95")}
+    assert abs(bucket["log_p95"] - bucket["prom_p95"]) <= 1, v
+
 
 def test_a_slow_release_is_caught_at_10_percent_and_most_clients_never_see_it(production) -> None:
     build_release("6.4.0")

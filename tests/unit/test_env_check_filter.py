@@ -51,4 +51,4 @@ def test_values_never_reach_the_result() -> None:
 
 def test_an_environment_that_is_not_a_mapping_is_refused() -> None:
     with pytest.raises(AnsibleFilterError, match="must be a mapping, not list"):
-        env_check(["JWT_SECRET=x"], ["JWT_SECRET"])  # type: ignore[arg-type]
+        env_check(["JWT_SECRET=x"], ["JWT_SECRET"])

@@ -417,7 +417,8 @@ def write_access_log(path: Path, end: float, seconds: int, per_second: int, erro
                 n += 1
                 status = 502 if error_every and n % error_every == 0 else 200
                 fh.write(json.dumps({
-                    "timestamp": datetime.fromtimestamp(t, UTC).isoformat(), "request": f"GET /api/v1/chats?n={n} HTTP/1.1",
+                    "timestamp": datetime.fromtimestamp(t, UTC).isoformat(),
+                    "request": f"GET /api/v1/chats?n={n} HTTP/1.1",
                     "status": status, "upstream_addr": upstream, "upstream_status": str(status),
                     "upstream_response_time": f"{latency * (1 + (n % 10) / 10):.3f}"}) + "\n")
         fh.write(json.dumps({"timestamp": datetime.fromtimestamp(end - 1, UTC).isoformat(),
@@ -491,7 +492,7 @@ def test_only_the_named_colours_requests_are_counted(prom: PromServer, tmp_path:
 
 @pytest.mark.parametrize(("metric", "extra", "message"), [
     ({"name": "e", "source": "access_log", "measure": "error_ratio"}, {},
-     "metrics e read the access log, but access_log is not set"),
+     "metrics e read the access log, but neither access_log nor loki_url is set"),
     ({"name": "e", "source": "access_log"}, {"access_log": "/dev/null"},
      "metric 'e' reads the access log but names no measure"),
     ({"name": "e", "source": "access_log", "measure": "error_ratio", "baseline_query": "x"},
