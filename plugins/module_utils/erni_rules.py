@@ -1,15 +1,21 @@
 # -*- coding: utf-8 -*-
 # erni-deploy: Prometheus alert rule checks (alert_rules_check): validity, unit tests, dead rules.
-"""Validate Prometheus rule files and find rules that can never fire.
+"""Validate Prometheus rule files and find rules that can never fire, or cannot fire yet.
 
-- promtool does what it is authoritative for: `promtool check rules` (syntax, expressions)
-  and `promtool test rules` (the rules' own unit tests).
-- A small PromQL tokenizer and parser (tokenize(), parse_expr()) find every vector selector
-  of a rule's expression, and Prometheus's series API says how many series each one matched
-  over a lookback window. A selector matching nothing makes the rule dead, unless it cannot
-  stop the rule from producing samples: inside absent(...), absent_over_time(...), vector(...)
-  or scalar(...), on the right of `unless`, or in one branch of an `or` whose other branch
-  still matches (`sum(x) or vector(0)`).
+- promtool does what it is authoritative for: `promtool check rules` and `promtool test rules`.
+- Expressions are read with the `promql-parser` package (bindings of the Rust parser GreptimeDB
+  maintains after Prometheus's own grammar). It replaced a hand-written tokenizer that saw an
+  expression as flat groups of selectors: the library knows precedence, the two sides of each
+  operator with its on()/ignoring() matching and each node's value type, which the check of
+  sides that never match needs, and it renders any node back to PromQL so that side can be
+  queried alone (prettify(); str() leaves quotes inside strings unescaped). Its one divergence
+  from PromQL met here, escapes read inside `raw` strings, is undone by rewriting those first.
+- A selector matching no series over the lookback window (series API), where it keeps the
+  expression from ever having a sample, is told apart by asking again without its matchers
+  one at a time: no_series and label_never_carried are dead, may_fire (the label is carried,
+  with other values so far) is only a warning. A vector-vector operation other than
+  and/or/unless whose sides both have series at the evaluation time but no pair matching
+  (`count((lhs) and on(...) (rhs))`) is dead too: sides_never_match.
 """
 
 from __future__ import annotations
@@ -20,9 +26,9 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -40,172 +46,34 @@ try:
 except ImportError:  # pragma: no cover - reported by the module
     HAS_YAML = False
 
+try:
+    import promql_parser as pp
+
+    HAS_PROMQL_PARSER = True
+except ImportError:  # pragma: no cover - reported by the module
+    HAS_PROMQL_PARSER = False
+
 from ansible.module_utils.erni_http import make_session
 
 # ---------------------------------------------------------------------------------------- PromQL
 
-AGGREGATIONS = frozenset(("sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
-                          "bottomk", "topk", "quantile", "limitk", "limit_ratio"))
-LABEL_LIST_KEYWORDS = frozenset(("by", "without", "on", "ignoring", "group_left", "group_right"))
-SET_OPERATORS = frozenset(("and", "or", "unless"))
-SKIPPED_KEYWORDS = frozenset(("bool", "offset", "atan2"))
 # Functions whose result has samples whatever their argument matches.
 ALWAYS_PRODUCE = frozenset(("absent", "absent_over_time", "vector", "scalar"))
 # Functions meant to look for selectors that match nothing.
 ABSENT_FUNCTIONS = frozenset(("absent", "absent_over_time"))
-MATCH_OPERATORS = ("=~", "!~", "!=", "=")
-_OPERATORS = ("==", "!=", "=~", "!~", ">=", "<=", "=", ">", "<", "+", "-", "*", "/", "%", "^")
-_PUNCTUATION = "(){}[],@:"
-
-_IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
-_IDENT_IN_BRACKETS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # ':' separates a subquery's range and step
+SET_OPERATORS = frozenset(("and", "or", "unless"))
+# Labels the scrape configuration sets: a value never seen is a target nobody scrapes, not a
+# condition that has not happened yet.
+TARGET_LABELS = ("job", "instance")
+_MATCH_OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
 _PLAIN_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PLAIN_METRIC = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*\Z")
-_DURATION = re.compile(r"(?:\d+(?:ms|[smhdwy]))+(?![A-Za-z0-9_])")
-_NUMBER = re.compile(r"(?:0[xX][0-9a-fA-F]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)(?![A-Za-z0-9_.])")
-_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
-                   "\\": "\\", "'": "'", '"': '"'}
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_SHOWN = 10  # values named in a reason before "and N more"
 
 
 class PromQLError(ValueError):
-    """An expression the tokenizer or parser cannot read; the message gives the position."""
-
-
-@dataclass(frozen=True)
-class Token:
-    kind: str    # ident, string, number, duration, op, punct
-    text: str    # as written in the expression
-    pos: int     # offset of its first character
-    value: str = ""  # decoded value of a string
-
-    def is_punct(self, char: str) -> bool:
-        return self.kind == "punct" and self.text == char
-
-
-def _read_string(expr: str, start: int) -> tuple[int, str]:
-    """Read the string literal starting at start; return the offset after it and its value."""
-    quote = expr[start]
-    i = start + 1
-    if quote == "`":  # raw string: no escapes
-        end = expr.find("`", i)
-        if end < 0:
-            raise PromQLError(f"unterminated raw string starting at offset {start}")
-        return end + 1, expr[i:end]
-    out: list[str] = []
-    while i < len(expr):
-        c = expr[i]
-        if c == quote:
-            return i + 1, "".join(out)
-        if c == "\n":
-            break
-        if c != "\\":
-            out.append(c)
-            i += 1
-            continue
-        if i + 1 >= len(expr):
-            break
-        esc = expr[i + 1]
-        if esc in _SIMPLE_ESCAPES:
-            out.append(_SIMPLE_ESCAPES[esc])
-            i += 2
-        elif esc in "xuU":
-            width = {"x": 2, "u": 4, "U": 8}[esc]
-            digits = expr[i + 2:i + 2 + width]
-            if len(digits) != width or not all(d in "0123456789abcdefABCDEF" for d in digits):
-                raise PromQLError(f"bad \\{esc} escape at offset {i}")
-            out.append(chr(int(digits, 16)))
-            i += 2 + width
-        elif esc in "01234567":
-            digits = expr[i + 1:i + 4]
-            if len(digits) != 3 or not all(d in "01234567" for d in digits):
-                raise PromQLError(f"bad octal escape at offset {i}")
-            out.append(chr(int(digits, 8)))
-            i += 4
-        else:
-            raise PromQLError(f"unknown escape \\{esc} at offset {i}")
-    raise PromQLError(f"unterminated string starting at offset {start}")
-
-
-def tokenize(expr: str) -> list[Token]:
-    """PromQL tokens, comments and white space dropped."""
-    tokens: list[Token] = []
-    i = 0
-    brackets = 0
-    n = len(expr)
-    while i < n:
-        c = expr[i]
-        if c.isspace():
-            i += 1
-            continue
-        if c == "#":  # comment to the end of the line
-            end = expr.find("\n", i)
-            i = n if end < 0 else end + 1
-            continue
-        if c in "\"'`":
-            end, value = _read_string(expr, i)
-            tokens.append(Token("string", expr[i:end], i, value))
-            i = end
-            continue
-        if c.isdigit() or (c == "." and i + 1 < n and expr[i + 1].isdigit()):
-            m = _DURATION.match(expr, i)
-            kind = "duration"
-            if not m:
-                m = _NUMBER.match(expr, i)
-                kind = "number"
-            if not m:
-                raise PromQLError(f"bad number or duration at offset {i}: {expr[i:i + 12]!r}")
-            tokens.append(Token(kind, m.group(), i))
-            i = m.end()
-            continue
-        m = (_IDENT_IN_BRACKETS if brackets else _IDENT).match(expr, i)
-        if m:
-            tokens.append(Token("ident", m.group(), i))
-            i = m.end()
-            continue
-        op = next((o for o in _OPERATORS if expr.startswith(o, i)), None)
-        if op:
-            tokens.append(Token("op", op, i))
-            i += len(op)
-            continue
-        if c in _PUNCTUATION:
-            brackets += 1 if c == "[" else -1 if c == "]" else 0
-            tokens.append(Token("punct", c, i))
-            i += 1
-            continue
-        raise PromQLError(f"unexpected character {c!r} at offset {i}")
-    return tokens
-
-
-@dataclass
-class Selector:
-    """A vector selector: metric name and label matchers (range, offset and @ dropped)."""
-
-    metric: str | None
-    matchers: list[tuple[str, str, str]]
-    pos: int
-
-    @property
-    def text(self) -> str:
-        """The selector as Prometheus's series API takes it in match[]."""
-        parts = [f"{_label_text(name)}{op}{_quote(value)}" for name, op, value in self.matchers]
-        if self.metric is None:
-            return "{" + ",".join(parts) + "}"
-        if not _PLAIN_METRIC.match(self.metric):
-            return "{" + ",".join([_quote(self.metric), *parts]) + "}"
-        return self.metric + ("{" + ",".join(parts) + "}" if parts else "")
-
-
-@dataclass
-class Group:
-    """Parentheses: a function's or aggregation's arguments (name set) or plain grouping (name None).
-
-    items holds selectors, nested groups and the separators that matter for whether the
-    expression can produce samples: "," and the set operators "and", "or", "unless".
-    """
-
-    name: str | None
-    items: list[Selector | Group | str] = field(default_factory=list)
+    """An expression the parser refuses; the message is the parser's."""
 
 
 def _quote(value: str) -> str:
@@ -217,184 +85,151 @@ def _label_text(name: str) -> str:
     return name if _PLAIN_LABEL.match(name) else _quote(name)
 
 
-def _at(tokens: list[Token], i: int, expected: str) -> Token:
-    if i >= len(tokens):
-        raise PromQLError(f"the expression ends where {expected} was expected")
-    return tokens[i]
+# strings and comments, in the order a reader meets them; group 1 is a `raw` string's content
+_STRINGS = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|#[^\n]*|`([^`]*)`')
 
 
-def _skip_label_list(tokens: list[Token], i: int) -> int:
-    """tokens[i] is '(' after by/without/on/ignoring/group_*: return the offset after its ')'."""
-    j = i + 1
-    while not _at(tokens, j, "')' closing a label list").is_punct(")"):
-        tok = tokens[j]
-        if tok.kind not in ("ident", "string") and not tok.is_punct(","):
-            raise PromQLError(f"unexpected {tok.text!r} in a label list at offset {tok.pos}")
-        j += 1
-    return j + 1
+def _unraw(expr: str) -> str:
+    """`raw` strings as double-quoted ones: the parser reads escapes in them, PromQL does not."""
+    return _STRINGS.sub(lambda m: m.group(0) if m.group(1) is None else _quote(m.group(1)), expr)
 
 
-def _parse_matchers(tokens: list[Token], i: int, metric: str | None, pos: int) -> tuple[Selector, int]:
-    """tokens[i] is '{': read the matchers; return the selector and the offset after '}'."""
-    matchers: list[tuple[str, str, str]] = []
-    j = i + 1
-    while True:
-        tok = _at(tokens, j, "'}' closing a selector")
-        if tok.is_punct("}"):
-            j += 1
-            break
-        if tok.kind not in ("ident", "string"):
-            raise PromQLError(f"expected a label name at offset {tok.pos}, found {tok.text!r}")
-        nxt = tokens[j + 1] if j + 1 < len(tokens) else None
-        if nxt is not None and nxt.kind == "op" and nxt.text in MATCH_OPERATORS:
-            value = _at(tokens, j + 2, "a quoted label value")
-            if value.kind != "string":
-                raise PromQLError(f"expected a quoted label value at offset {value.pos}, found {value.text!r}")
-            matchers.append((tok.value if tok.kind == "string" else tok.text, nxt.text, value.value))
-            j += 3
-        elif tok.kind == "string" and metric is None:
-            metric = tok.value  # {"metric.name", ...}: a quoted metric name
-            j += 1
-        else:
-            raise PromQLError(f"expected =, !=, =~ or !~ after {tok.text!r} at offset {tok.pos}")
-        sep = _at(tokens, j, "',' or '}' in a selector")
-        if sep.is_punct(","):
-            j += 1
-        elif not sep.is_punct("}"):
-            raise PromQLError(f"expected ',' or '}}' at offset {sep.pos}, found {sep.text!r}")
-    if metric is None and not matchers:
-        raise PromQLError(f"empty selector {{}} at offset {tokens[i].pos}")
-    return Selector(metric, matchers, pos), j
+def parse_expr(expr: str) -> pp.Expr:
+    """The expression's syntax tree; PromQLError with the parser's message when it is refused."""
+    try:
+        return pp.parse(_unraw(expr) if "`" in expr else expr)
+    except Exception as exc:
+        raise PromQLError(str(exc)) from exc
+    except BaseException as exc:  # a panic in the Rust parser (pyo3's PanicException)
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise PromQLError(f"the PromQL parser failed on it: {exc}") from exc
 
 
-def parse_expr(expr: str) -> Group:
-    """The expression as nested groups of selectors (the root group has no name)."""
-    tokens = tokenize(expr)
-    root = Group(None)
-    stack = [root]
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
-        if tok.kind == "punct":
-            if tok.text == "(":
-                group = Group(None)
-                stack[-1].items.append(group)
-                stack.append(group)
-            elif tok.text == ")":
-                if len(stack) == 1:
-                    raise PromQLError(f"unexpected ')' at offset {tok.pos}")
-                stack.pop()
-            elif tok.text == "{":
-                selector, i = _parse_matchers(tokens, i, None, tok.pos)
-                stack[-1].items.append(selector)
-                continue
-            elif tok.text == "[":  # range or subquery: durations only
-                j = i + 1
-                while not _at(tokens, j, "']'").is_punct("]"):
-                    j += 1
-                i = j
-            elif tok.text == ",":
-                stack[-1].items.append(",")
-            elif tok.text in "}]":
-                raise PromQLError(f"unexpected {tok.text!r} at offset {tok.pos}")
-            i += 1
-            continue
-        if tok.kind != "ident":  # numbers, durations, strings, operators
-            i += 1
-            continue
-        word = tok.text.lower()  # keywords are case-insensitive, function names are not
-        if word in LABEL_LIST_KEYWORDS:
-            i = _skip_label_list(tokens, i + 1) if nxt is not None and nxt.is_punct("(") else i + 1
-        elif word in SET_OPERATORS:
-            stack[-1].items.append(word)
-            i += 1
-        elif word in SKIPPED_KEYWORDS or word in ("inf", "nan"):
-            i += 1
-        elif word in AGGREGATIONS:
-            j = i + 1
-            if nxt is not None and nxt.kind == "ident" and nxt.text.lower() in ("by", "without"):
-                if not _at(tokens, i + 2, "'(' after by/without").is_punct("("):
-                    raise PromQLError(f"expected '(' after {nxt.text} at offset {nxt.pos}")
-                j = _skip_label_list(tokens, i + 2)
-            if not _at(tokens, j, f"'(' after {tok.text}").is_punct("("):
-                raise PromQLError(f"expected '(' after aggregation {tok.text} at offset {tok.pos}")
-            group = Group(word)
-            stack[-1].items.append(group)
-            stack.append(group)
-            i = j + 1
-        elif nxt is not None and nxt.is_punct("("):
-            group = Group(tok.text)
-            stack[-1].items.append(group)
-            stack.append(group)
-            i += 2
-        elif nxt is not None and nxt.is_punct("{"):
-            selector, i = _parse_matchers(tokens, i + 1, tok.text, tok.pos)
-            stack[-1].items.append(selector)
-        else:
-            stack[-1].items.append(Selector(tok.text, [], tok.pos))
-            i += 1
-    if len(stack) > 1:
-        raise PromQLError(f"unclosed '(' of {stack[-1].name or 'a group'}")
-    return root
+@dataclass(frozen=True)
+class Selector:
+    """A vector selector: metric name and label matchers (range, offset and @ dropped)."""
+
+    metric: str | None
+    matchers: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def text(self) -> str:
+        """The selector as Prometheus's series API takes it in match[]."""
+        parts = [matcher_text(m) for m in self.matchers]
+        if self.metric is None:
+            return "{" + ",".join(parts) + "}"
+        if not _PLAIN_METRIC.match(self.metric):
+            return "{" + ",".join([_quote(self.metric), *parts]) + "}"
+        return self.metric + ("{" + ",".join(parts) + "}" if parts else "")
+
+    @property
+    def name_part(self) -> Selector:
+        """The metric alone: its name and any __name__ matcher."""
+        return Selector(self.metric, tuple(m for m in self.matchers if m[0] == "__name__"))
+
+    def but(self, matcher: tuple[str, str, str]) -> Selector:
+        return Selector(self.metric, tuple(m for m in self.matchers if m != matcher))
+
+    def plus(self, *matchers: tuple[str, str, str]) -> Selector:
+        return Selector(self.metric, self.matchers + matchers)
 
 
-def iter_selectors(group: Group, in_absent: bool = False) -> Iterator[tuple[Selector, bool]]:
+def matcher_text(matcher: tuple[str, str, str]) -> str:
+    return f"{_label_text(matcher[0])}{matcher[1]}{_quote(matcher[2])}"
+
+
+def selector_of(node: pp.VectorSelector) -> Selector:
+    if node.matchers.or_matchers:
+        raise PromQLError(f"`or` inside a selector is not PromQL: {node.prettify()}")
+    return Selector(node.name, tuple((m.name, _MATCH_OPS[str(m.op)], m.value) for m in node.matchers.matchers))
+
+
+def _children(node: pp.Expr) -> list[pp.Expr]:
+    if isinstance(node, pp.BinaryExpr):
+        return [node.lhs, node.rhs]
+    if isinstance(node, pp.Call):
+        return list(node.args)
+    if isinstance(node, pp.AggregateExpr):
+        return [n for n in (node.param, node.expr) if n is not None]
+    if isinstance(node, pp.MatrixSelector):
+        return [node.vector_selector]
+    if isinstance(node, (pp.ParenExpr, pp.UnaryExpr, pp.SubqueryExpr)):
+        return [node.expr]
+    return []
+
+
+def iter_selectors(node: pp.Expr, in_absent: bool = False) -> Iterator[tuple[Selector, bool]]:
     """Every selector, with whether it is inside absent() or absent_over_time()."""
-    inside = in_absent or group.name in ABSENT_FUNCTIONS
-    for item in group.items:
-        if isinstance(item, Selector):
-            yield item, inside
-        elif isinstance(item, Group):
-            yield from iter_selectors(item, inside)
+    if isinstance(node, pp.VectorSelector):
+        yield selector_of(node), in_absent
+        return
+    inside = in_absent or (isinstance(node, pp.Call) and node.func.name in ABSENT_FUNCTIONS)
+    for child in _children(node):
+        yield from iter_selectors(child, inside)
 
 
 def extract_selectors(expr: str) -> list[str]:
     """Distinct selectors of an expression, in order of appearance."""
-    seen: dict[str, None] = {}
-    for selector, _ in iter_selectors(parse_expr(expr)):
-        seen.setdefault(selector.text)
-    return list(seen)
+    return list(dict.fromkeys(sel.text for sel, _ in iter_selectors(parse_expr(expr))))
 
 
-def _split(items: list[Any], separators: frozenset[str]) -> list[tuple[str | None, list[Any]]]:
-    parts: list[tuple[str | None, list[Any]]] = [(None, [])]
-    for item in items:
-        if isinstance(item, str) and item in separators:
-            parts.append((item, []))
-        else:
-            parts[-1][1].append(item)
-    return parts
+def _op(node: pp.BinaryExpr) -> str:
+    return str(node.op).lower()
 
 
-def _blockers_of_operand(items: list[Any], empty: set[str]) -> list[str]:
-    """Empty selectors that keep an operand (an argument, or the whole expression) from producing samples."""
-    found: list[str] = []
-    for _sep, alternative in _split(items, frozenset(("or",))):
-        blockers: list[str] = []
-        for sep, term in _split(alternative, frozenset(("and", "unless"))):
-            if sep == "unless":  # `a unless b` has samples whenever a has
-                continue
-            for item in term:
-                if isinstance(item, Selector):
-                    if item.text in empty:
-                        blockers.append(item.text)
-                elif isinstance(item, Group):
-                    blockers.extend(blockers_of(item, empty))
-        if not blockers:
-            return []  # this branch of the `or` can produce samples
-        found.extend(blockers)
-    return list(dict.fromkeys(found))
-
-
-def blockers_of(group: Group, empty: set[str]) -> list[str]:
-    """Selectors (texts) matching nothing that keep the group from ever producing a sample."""
-    if group.name in ALWAYS_PRODUCE:
+def blockers_of(node: pp.Expr, empty: set[str], dead_operations: frozenset[str] = frozenset()) -> list[str]:
+    """Empty selectors (texts) and dead operations (rendered) that keep node from ever having a sample."""
+    if isinstance(node, pp.VectorSelector):
+        text = selector_of(node).text
+        return [text] if text in empty else []
+    if isinstance(node, pp.Call) and node.func.name in ALWAYS_PRODUCE:
         return []
-    found: list[str] = []
-    for _sep, argument in _split(group.items, frozenset((",",))):
-        found.extend(_blockers_of_operand(argument, empty))
-    return list(dict.fromkeys(found))
+    if isinstance(node, pp.BinaryExpr):
+        left = blockers_of(node.lhs, empty, dead_operations)
+        if _op(node) == "unless":  # `a unless b` has samples whenever a has
+            return left
+        right = blockers_of(node.rhs, empty, dead_operations)
+        if _op(node) == "or":  # one branch with samples is enough
+            return list(dict.fromkeys(left + right)) if left and right else []
+        own = [node.prettify()] if dead_operations and node.prettify() in dead_operations else []
+        return list(dict.fromkeys(left + right + own))
+    return list(dict.fromkeys(b for child in _children(node) for b in blockers_of(child, empty, dead_operations)))
+
+
+def _is_vector(node: pp.Expr) -> bool:
+    if isinstance(node, (pp.ParenExpr, pp.UnaryExpr)):
+        return _is_vector(node.expr)
+    if isinstance(node, pp.Call):
+        return bool(node.func.return_type == pp.ValueType.Vector)
+    if isinstance(node, pp.BinaryExpr):
+        return _is_vector(node.lhs) or _is_vector(node.rhs)
+    return isinstance(node, (pp.VectorSelector, pp.AggregateExpr))
+
+
+def vector_operations(node: pp.Expr) -> Iterator[pp.BinaryExpr]:
+    """Vector-vector operations other than and/or/unless, where they could keep node from firing."""
+    if isinstance(node, pp.Call) and node.func.name in ALWAYS_PRODUCE:
+        return
+    if isinstance(node, pp.BinaryExpr):
+        if _op(node) not in SET_OPERATORS and _is_vector(node.lhs) and _is_vector(node.rhs):
+            yield node
+        yield from vector_operations(node.lhs)
+        if _op(node) != "unless":
+            yield from vector_operations(node.rhs)
+        return
+    for child in _children(node):
+        yield from vector_operations(child)
+
+
+def matching_of(node: pp.BinaryExpr) -> tuple[str, str, str]:
+    """How an operation matches its sides: the `and` testing it, the grouping its sides are counted by, words."""
+    matching = node.modifier.matching if node.modifier is not None else None
+    if matching is None:
+        return "and", "without ()", "all labels but __name__"
+    labels = ", ".join(_label_text(name) for name in matching.labels)
+    how = "on" if matching.type == pp.LabelModifierType.Include else "ignoring"
+    return f"and {how}({labels})", f"by ({labels})" if how == "on" else f"without ({labels})", f"{how}({labels})"
 
 
 def parse_duration(text: str) -> float:
@@ -466,6 +301,14 @@ def load_rules(path: str) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------------- Prometheus
 
+class Unanswered(Exception):
+    """Prometheus could not be asked, or answered an error (refused: it refused the query itself)."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
 def _short_error(exc: BaseException) -> str:
     text = str(exc)
     for marker in ("NewConnectionError(", "Caused by "):
@@ -474,51 +317,157 @@ def _short_error(exc: BaseException) -> str:
     return text.strip("()'\" ")[:200]
 
 
-def series_counts(prometheus_url: str, selectors: list[str], start: float, end: float,
-                  verify: bool | str = True, timeout: float = 10.0, bearer_token: str | None = None,
-                  username: str | None = None, password: str | None = None,
-                  concurrency: int = 8) -> tuple[dict[str, int], dict[str, str]]:
-    """How many series each selector matched in [start, end]; and, per selector, why it could not be asked."""
-    session = make_session(verify, pool_size=concurrency)
-    if bearer_token:
-        session.headers["Authorization"] = f"Bearer {bearer_token}"
-    elif username is not None:
-        session.auth = (username, password or "")
-    api = prometheus_url.rstrip("/") + "/api/v1/series"
+class RulesClient:
+    """The series API over the lookback window and the query API at its end, through one session."""
 
-    def one(selector: str) -> tuple[str, int | None, str | None]:
-        params = {"match[]": selector, "start": f"{start:.3f}", "end": f"{end:.3f}"}
+    def __init__(self, prometheus_url: str, start: float, end: float, verify: bool | str = True,
+                 timeout: float = 10.0, bearer_token: str | None = None, username: str | None = None,
+                 password: str | None = None, concurrency: int = 8) -> None:
+        self.url, self.start, self.end, self.timeout = prometheus_url.rstrip("/"), start, end, timeout
+        self.concurrency = concurrency
+        self.session = make_session(verify, pool_size=concurrency)
+        if bearer_token:
+            self.session.headers["Authorization"] = f"Bearer {bearer_token}"
+        elif username is not None:
+            self.session.auth = (username, password or "")
+        self.cache: dict[str, list[dict[str, str]]] = {}
+
+    def _get(self, path: str, params: dict[str, str], what: str) -> Any:
+        api = self.url + path
         try:
-            resp = session.get(api, params=params, timeout=timeout, verify=session.verify)
+            resp = self.session.get(api, params=params, timeout=self.timeout, verify=self.session.verify)
         except requests.exceptions.SSLError as exc:
-            return selector, None, f"TLS error: {_short_error(exc)}"
-        except requests.exceptions.Timeout:
-            return selector, None, f"no answer from {api} within {timeout:g} s"
+            raise Unanswered(f"TLS error: {_short_error(exc)}") from exc
+        except requests.exceptions.Timeout as exc:
+            raise Unanswered(f"no answer from {api} within {self.timeout:g} s") from exc
         except requests.exceptions.RequestException as exc:
-            return selector, None, f"connection to {api} failed: {_short_error(exc)}"
+            raise Unanswered(f"connection to {api} failed: {_short_error(exc)}") from exc
         try:
             answer = resp.json()
         except ValueError:
             answer = None
         if not isinstance(answer, dict) or "status" not in answer:
-            return selector, None, f"status {resp.status_code} from {api}, not a Prometheus API answer"
-        if resp.status_code != 200 or answer.get("status") != "success" or not isinstance(answer.get("data"), list):
+            raise Unanswered(f"status {resp.status_code} from {api}, not a Prometheus API answer")
+        if resp.status_code != 200 or answer.get("status") != "success":
             detail = ": ".join(str(answer[k]) for k in ("errorType", "error") if answer.get(k))
-            return selector, None, f"Prometheus answered {resp.status_code} for {selector}: {detail or 'an error'}"
-        return selector, len(answer["data"]), None
+            raise Unanswered(f"Prometheus answered {resp.status_code} for {what}: {detail or 'an error'}",
+                             refused=resp.status_code in (400, 422))
+        return answer.get("data")
 
-    counts: dict[str, int] = {}
-    errors: dict[str, str] = {}
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(selectors) or 1))) as pool:
-            for selector, count, error in pool.map(one, selectors):
-                if error is not None:
-                    errors[selector] = error
-                elif count is not None:
-                    counts[selector] = count
-    finally:
-        session.close()
-    return counts, errors
+    def series(self, selector: str, keep: bool = True) -> list[dict[str, str]]:
+        """The label sets of the series selector matched in the window (kept for the next question)."""
+        if selector in self.cache:
+            return self.cache[selector]
+        data = self._get("/api/v1/series", {"match[]": selector, "start": f"{self.start:.3f}",
+                                            "end": f"{self.end:.3f}"}, selector)
+        if not isinstance(data, list):
+            raise Unanswered(f"Prometheus answered no series list for {selector}")
+        if keep or not data:
+            self.cache[selector] = data
+        return data
+
+    def query(self, expr: str) -> list[dict[str, str]]:
+        """The label sets of an instant query's result at the window's end."""
+        data = self._get("/api/v1/query", {"query": expr, "time": f"{self.end:.3f}"}, expr)
+        if not isinstance(data, dict) or data.get("resultType") != "vector":
+            raise Unanswered(f"Prometheus answered no instant vector for {expr}")
+        return [r.get("metric", {}) for r in data.get("result") or []]
+
+    def each(self, work: Callable[[Any], Any], items: list[Any]) -> list[tuple[Any, Any, Unanswered | None]]:
+        """work(item) for every item, concurrently: (item, result, None) or (item, None, why not)."""
+        def one(item: Any) -> tuple[Any, Any, Unanswered | None]:
+            try:
+                return item, work(item), None
+            except Unanswered as exc:
+                return item, None, exc
+        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(items) or 1))) as pool:
+            return list(pool.map(one, items))
+
+
+# ------------------------------------------------------------------------------ why a rule is dead
+
+def _listed(values: list[str]) -> str:
+    more = f" and {len(values) - _SHOWN} more" if len(values) > _SHOWN else ""
+    return ", ".join(values[:_SHOWN]) + more
+
+
+def _values(series: list[dict[str, str]], label: str) -> list[str]:
+    return sorted({s[label] for s in series if label in s})
+
+
+def _finding(kind: str, subject: str, reason: str, label: str | None = None,
+             values: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    return {"class": kind, "subject": subject, "label": label, "values": values or [], "reason": reason, **extra}
+
+
+def _label_finding(sel: Selector, matcher: tuple[str, str, str], on: Selector,
+                   series: list[dict[str, str]]) -> dict[str, Any]:
+    """The matcher alone keeps sel empty among the series of on: never carried, or not seen yet."""
+    label, text = matcher[0], matcher_text(matcher)
+    values = _values(series, label)
+    if values:
+        return _finding("may_fire", sel.text, f"{text} has not been seen on {on.text} yet (the label has values "
+                        f"{_listed(values)}): may fire", label, values)
+    names = sorted({name for s in series for name in s} - {"__name__"})
+    return _finding("label_never_carried", sel.text, f"{on.text} has series, but none carries the label {label}, "
+                    f"so {text} never matches (labels seen: {_listed(names)})", label, names)
+
+
+def diagnose(sel: Selector, client: RulesClient, lookback: str) -> list[dict[str, Any]]:
+    """Why a selector matched no series in the window (one finding, or one per matcher to blame)."""
+    metric = sel.name_part
+    labels = [m for m in sel.matchers if m[0] != "__name__"]
+    gone = f"no series of {sel.text} in the last {lookback}: no scrape job produces it"
+    if metric.matchers or metric.metric:
+        everything = client.series(metric.text, keep=False)
+        if not everything:
+            tail = f" (nor any series of {metric.text})" if labels else ""
+            return [_finding("no_series", sel.text, gone + tail)]
+    else:
+        everything = []
+    for matcher in (m for m in labels if m[0] in TARGET_LABELS):
+        if not client.series(metric.plus(matcher).text):
+            seen = _values(everything, matcher[0])
+            tail = f" ({metric.text} exists for {matcher[0]}s: {_listed(seen)})" if seen else ""
+            return [_finding("no_series", sel.text, gone + tail, matcher[0], seen)]
+    others = [m for m in labels if m[0] not in TARGET_LABELS]
+    for matcher in others:  # the one matcher without which sel has series
+        rest = sel.but(matcher)
+        if rest.text != "{}" and client.series(rest.text):
+            return [_label_finding(sel, matcher, rest, client.series(rest.text))]
+    base = metric.plus(*(m for m in labels if m[0] in TARGET_LABELS))
+    if base.text != "{}" and others:
+        blamed = [_label_finding(sel, m, base, client.series(base.text))
+                  for m in others if not client.series(base.plus(m).text)]
+        if blamed:
+            return blamed
+        return [_finding("may_fire", sel.text, f"{', '.join(matcher_text(m) for m in others)} have each been seen "
+                         f"on {base.text}, but not together yet: may fire")]
+    jobs = _values(everything, "job")
+    return [_finding("no_series", sel.text, gone + (f" ({metric.text} exists for jobs: {_listed(jobs)})"
+                                                  if jobs else ""), "job", jobs)]
+
+
+def _label_sets(series: list[dict[str, str]]) -> str:
+    shown = []
+    for labels in series[:3]:
+        text = ",".join(f"{_label_text(k)}={_quote(v)}" for k, v in sorted(labels.items()))
+        shown.append(text if len(labels) == 1 else "{" + text + "}")
+    return " or ".join(shown) + (f" and {len(series) - 3} more" if len(series) > 3 else "")
+
+
+def sides_never_match(node: pp.BinaryExpr, client: RulesClient) -> dict[str, Any] | None:
+    """A finding when both sides of the operation have series now but no pair matches; None otherwise."""
+    test, group, words = matching_of(node)
+    lhs, rhs = node.lhs.prettify(), node.rhs.prettify()
+    left = client.query(f"count {group} ({lhs})")
+    right = client.query(f"count {group} ({rhs})") if left else []
+    if not left or not right or client.query(f"count(({lhs}) {test} ({rhs}))"):
+        return None
+    return _finding("sides_never_match", " ".join(node.prettify().split()),
+                    f'the two sides of "{_op(node)}" both have series but never match on their labels (left has '
+                    f"{_label_sets(left)}, right {_label_sets(right)}; matching: {words})",
+                    left=left[:3], right=right[:3], matching=words)
 
 
 # ---------------------------------------------------------------------------------- the checks
@@ -530,6 +479,58 @@ def utc_iso(seconds: float) -> str:
 def _check(name: str, status: str, value: Any, limit: Any, reason: str | None) -> dict[str, Any]:
     return {"name": name, "status": status, "value": value, "limit": limit,
             "reason": None if status == "pass" else reason}
+
+
+def judge_rules(rules: list[dict[str, Any]], trees: dict[int, pp.Expr], client: RulesClient, lookback: str,
+                dead_rules: str) -> list[dict[str, Any]]:
+    """Look up every selector and operation; set each rule's status, findings and reason; return the checks."""
+    selectors = {sel.text: sel for tree in trees.values() for sel, _ in iter_selectors(tree)}
+    answers = client.each(lambda text: len(client.series(text, keep=False)), list(selectors))
+    counts = {text: count for text, count, error in answers if error is None}
+    errors = {text: str(error) for text, _, error in answers if error is not None}
+    empty = {text for text, count in counts.items() if count == 0}
+    unknown = {i: [errors[s.text] for s, _ in iter_selectors(tree) if s.text in errors] for i, tree in trees.items()}
+
+    operations = {op.prettify(): op for i, tree in trees.items() if not unknown[i] for op in vector_operations(tree)
+                  if not any(sel.text in empty for sel, _ in iter_selectors(op))}
+    tested = client.each(lambda key: sides_never_match(operations[key], client), list(operations))
+    findings = {key: [finding] for key, finding, _ in tested if finding is not None}
+    further = {key: error for key, _, error in tested if error is not None}  # refused: the rule's warning
+
+    blockers = {i: blockers_of(tree, empty, frozenset(findings)) for i, tree in trees.items()}
+    to_diagnose = list(dict.fromkeys(b for found in blockers.values() for b in found if b in selectors))
+    for text, found, error in client.each(lambda text: diagnose(selectors[text], client, lookback), to_diagnose):
+        if error is not None:
+            further[text] = error
+            found = [_finding("no_series", text, f"{text} matches no series in the last {lookback} "
+                                                 f"(could not tell why: {error})")]
+        findings[text] = found
+
+    failed = list(errors.values()) or [str(e) for e in further.values() if not e.refused]
+    what = f"{len(errors)} of {len(selectors)} series lookups" if errors else f"{len(failed)} further lookups"
+    checks = [_check("prometheus", "fail" if failed else "pass", len(counts), len(selectors),
+                     f"{what} failed: {failed[0]}" if failed else None)]
+    for index, tree in trees.items():
+        rule = rules[index]
+        for entry in rule["selectors"]:
+            entry["series"] = counts.get(entry["selector"])
+        rule["findings"] = [f for key in blockers[index] for f in findings[key]]
+        dead = [f for f in rule["findings"] if f["class"] != "may_fire"]
+        name = f"{rule['group']}/{rule['name']}"
+        if rule["findings"]:
+            said = "; ".join(f["reason"] for f in dead or rule["findings"])
+            rule.update(status="dead" if dead else "may_fire",
+                        reason=f"rule {rule['name']}: {said}" + ("; the rule can never fire" if dead else ""))
+            checks.append(_check(f"dead_rule:{name}" if dead else f"may_fire:{name}",
+                                 "fail" if dead and dead_rules == "fail" else "warn", 0, 1,
+                                 f"{rule['file']}: {rule['reason']}"))
+            continue
+        refused = [further[op.prettify()] for op in vector_operations(tree) if op.prettify() in further]
+        if unknown[index] or refused:
+            rule.update(status="warn", reason=f"not checked: {(unknown[index] or refused)[0]}")
+            if refused and refused[0].refused:
+                checks.append(_check(f"rule_query:{name}", "warn", None, None, f"{rule['file']}: {rule['reason']}"))
+    return checks
 
 
 def check_rule_files(rule_files: list[str], promtool: str = "promtool", prometheus_url: str | None = None,
@@ -562,17 +563,18 @@ def check_rule_files(rule_files: list[str], promtool: str = "promtool", promethe
             checks.append(_check(f"rule_file:{path}", "warn", 0, None, f"{path} holds no rules"))
         rules.extend(found)
 
-    parsed: dict[int, Group] = {}
+    trees: dict[int, pp.Expr] = {}
     for index, rule in enumerate(rules):
-        rule.update(status="pass", selectors=[], reason=None)
+        rule.update(status="pass", selectors=[], findings=[], reason=None)
         try:
-            parsed[index] = parse_expr(rule["expr"])
+            tree = parse_expr(rule["expr"])
+            texts = dict.fromkeys(sel.text for sel, _ in iter_selectors(tree))
         except PromQLError as exc:
             rule.update(status="warn", reason=f"could not read the selectors: {exc}")
             checks.append(_check(f"selectors:{rule['group']}/{rule['name']}", "warn", None, None,
                                  f"{rule['file']}: {rule['reason']}"))
             continue
-        texts = dict.fromkeys(sel.text for sel, _ in iter_selectors(parsed[index]))
+        trees[index] = tree
         rule["selectors"] = [{"selector": text, "series": None} for text in texts]
 
     window: dict[str, str] | None = None
@@ -580,33 +582,12 @@ def check_rule_files(rule_files: list[str], promtool: str = "promtool", promethe
         end = time.time() if evaluation_time is None else float(evaluation_time)
         start = end - parse_duration(lookback)
         window = {"start": utc_iso(start), "end": utc_iso(end)}
-        wanted = list(dict.fromkeys(s["selector"] for r in rules for s in r["selectors"]))
-        counts, errors = series_counts(prometheus_url, wanted, start, end, verify=verify, timeout=timeout,
-                                       bearer_token=bearer_token, username=username, password=password)
-        if errors:
-            first = next(iter(errors.values()))
-            checks.append(_check("prometheus", "fail", len(counts), len(wanted),
-                                 f"{len(errors)} of {len(wanted)} series lookups failed: {first}"))
-        else:
-            checks.append(_check("prometheus", "pass", len(counts), len(wanted), None))
-        empty = {sel for sel, count in counts.items() if count == 0}
-        for index, group in parsed.items():
-            rule = rules[index]
-            for entry in rule["selectors"]:
-                entry["series"] = counts.get(entry["selector"])
-            blockers = blockers_of(group, empty)
-            if blockers:
-                rule["status"] = "dead"
-                rule["reason"] = "; ".join(f"{sel} matches no series in the last {lookback}" for sel in blockers) \
-                    + " (the rule can never fire)"
-                checks.append(_check(f"dead_rule:{rule['group']}/{rule['name']}",
-                                     "fail" if dead_rules == "fail" else "warn", 0, 1,
-                                     f"{rule['file']}: {rule['reason']}"))
-            else:
-                unknown = [e["selector"] for e in rule["selectors"] if e["selector"] in errors]
-                if unknown:
-                    rule["status"] = "warn"
-                    rule["reason"] = f"not checked: {errors[unknown[0]]}"
+        client = RulesClient(prometheus_url, start, end, verify=verify, timeout=timeout, bearer_token=bearer_token,
+                             username=username, password=password)
+        try:
+            checks.extend(judge_rules(rules, trees, client, lookback, dead_rules))
+        finally:
+            client.session.close()
 
     tests = []
     for path in test_files or []:
@@ -620,7 +601,8 @@ def check_rule_files(rule_files: list[str], promtool: str = "promtool", promethe
     result: dict[str, Any] = {
         "files": files, "rules": rules, "tests": tests, "checks": checks,
         "summary": {"total": len(checks), "passed": passed, "failed": failed,
-                    "dead": sum(1 for r in rules if r["status"] == "dead")},
+                    "dead": sum(1 for r in rules if r["status"] == "dead"),
+                    "may_fire": sum(1 for r in rules if r["status"] == "may_fire")},
     }
     if window is not None:
         result["window"] = window

@@ -11,13 +11,30 @@ short_description: Validate Prometheus rule files, run their unit tests and find
 description:
   - Runs C(promtool check rules) on every file of O(rule_files); a file promtool refuses fails with
     promtool's error text.
-  - With O(prometheus_url), reads every vector selector of every rule's expression and asks
-    Prometheus's series API (C(/api/v1/series)) how many series each matched during O(lookback).
-    A rule is dead (it can never fire) when a selector matching nothing keeps its expression from
-    ever having a sample. Selectors inside C(absent()) and C(absent_over_time()) are meant to match
-    nothing and never make a rule dead; neither do those inside C(vector()) or C(scalar()), on the
-    right of C(unless), or in one branch of an C(or) whose other branch matches.
-  - Prometheus unreachable, or answering an error, fails the C(prometheus) check.
+  - With O(prometheus_url), reads every vector selector of every rule's expression (with the
+    promql-parser package) and asks Prometheus's series API (C(/api/v1/series)) how many series each
+    matched during O(lookback). A selector matching nothing matters where it keeps the expression from
+    ever having a sample. Selectors inside absent() and absent_over_time() are meant to match
+    nothing and never count; neither do those inside vector() or scalar(), on the right of
+    C(unless), or in one branch of an C(or) whose other branch matches.
+  - Such a selector is asked about again without its label matchers one at a time, which tells the
+    three cases below apart.
+  - C(no_series), dead. The metric has no series, or none under the C(job) or C(instance) named (their
+    values come from the scrape configuration, so an unseen one is a target nobody scrapes); the
+    reason names the jobs (or instances) the metric exists for.
+  - C(label_never_carried), dead. The metric has series but none carries the label selected (the
+    stub_status nginx exporter's C(nginx_http_requests_total) has no C(status)).
+  - C(may_fire), a warning whatever O(dead_rules) says. The label is carried, with other values so far
+    (C(status=~"5..") where only 200s and 404s have been seen); the rule is right and its condition
+    has not happened yet, so it must not block a deployment as a dead rule does.
+  - C(sides_never_match), dead. A vector-vector operation other than C(and), C(or) and C(unless) whose
+    two sides both have series at the evaluation time (instant queries at the end of the
+    O(lookback) window) but no pair matching on the labels its matching uses, tested with
+    count((LEFT) and on(LABELS) (RIGHT)) (ignoring() and the default alike, since C(and)
+    matches as arithmetic does while a comparison may legitimately filter every pair); the reason
+    shows each side's label sets. An operation with a side already found empty is not tested again.
+  - Prometheus unreachable, or answering an error to a series lookup, fails the C(prometheus) check;
+    a query Prometheus refuses to evaluate (HTTP 400 or 422) is a warning on its rule.
   - With O(test_files), runs C(promtool test rules) on each; a failing test file fails with the tail
     of promtool's output.
   - Read-only; runs in check mode and never reports a change.
@@ -82,6 +99,7 @@ options:
 requirements:
   - promtool (ships with Prometheus)
   - PyYAML
+  - promql-parser (0.12, reads the expressions)
   - requests (for O(prometheus_url))
 """
 
@@ -130,14 +148,49 @@ rules:
     expr: {description: The expression., type: str}
     status:
       description:
-        - C(pass); C(dead) when it can never fire (also with O(dead_rules=warn));
-          C(warn) when its selectors could not be read or looked up.
+        - C(pass); C(dead) when it can never fire (also with O(dead_rules=warn)); C(may_fire) when it
+          cannot fire yet because a label value has not been seen; C(warn) when its selectors could not
+          be read or looked up, or Prometheus refused a query testing it.
       type: str
     selectors:
       description: Its distinct vector selectors and the series each matched (null when not looked up).
       type: list
       elements: dict
-    reason: {description: Why it is dead or a warning; null on pass., type: str}
+    findings:
+      description: Why it is dead or may fire, one entry per selector or operation to blame (empty on pass).
+      type: list
+      elements: dict
+      contains:
+        class:
+          description: "C(no_series), C(label_never_carried), C(may_fire) or C(sides_never_match)."
+          type: str
+        subject: {description: "The selector, or the operation as PromQL.", type: str}
+        label:
+          description: The label in question (C(job) or C(instance) for C(no_series)); null for an operation.
+          type: str
+        values:
+          description:
+            - The label's values seen (C(may_fire)), the jobs or instances the metric exists for
+              (C(no_series)), or the label names its series carry (C(label_never_carried)).
+          type: list
+          elements: str
+        reason: {description: The finding in words., type: str}
+        matching:
+          description: "How the operation matches its sides, in words: on(job), ignoring(name),
+            all labels but __name__."
+          type: str
+          returned: for sides_never_match
+        left:
+          description: Up to three label sets of the left side, on the labels the matching uses.
+          type: list
+          elements: dict
+          returned: for sides_never_match
+        right:
+          description: The same for the right side.
+          type: list
+          elements: dict
+          returned: for sides_never_match
+    reason: {description: "Why it is dead, may fire or is a warning, naming the rule; null on pass.", type: str}
 tests:
   description: One entry per test file.
   returned: always
@@ -149,9 +202,10 @@ tests:
     output: {description: "The tail of promtool's output.", type: str}
 checks:
   description:
-    - "One per rule file (C(rule_file:PATH)), one per dead rule (C(dead_rule:GROUP/NAME)), one per rule whose
-      selectors could not be read (C(selectors:GROUP/NAME), a warning), one per test file (C(rule_test:PATH)),
-      and with O(prometheus_url) one named C(prometheus)."
+    - "One per rule file (C(rule_file:PATH)), one per dead rule (C(dead_rule:GROUP/NAME)), one per rule that
+      may fire (C(may_fire:GROUP/NAME), a warning), one per rule whose selectors could not be read
+      (C(selectors:GROUP/NAME), a warning) or whose test query Prometheus refused (C(rule_query:GROUP/NAME), a
+      warning), one per test file (C(rule_test:PATH)), and with O(prometheus_url) one named C(prometheus)."
   returned: always
   type: list
   elements: dict
@@ -159,12 +213,13 @@ checks:
     name: {description: The check's name., type: str}
     status: {description: "C(pass), C(fail) or C(warn).", type: str}
     value:
-      description: "Rules in the file; 0 series for a dead rule; promtool's exit code; selectors looked up."
+      description: "Rules in the file; 0 (series or matching pairs) for a dead rule or one that may fire;
+        promtool's exit code; selectors looked up."
       type: raw
-    limit: {description: "What value should be (1 series, exit code 0, every selector), or null.", type: raw}
+    limit: {description: "What value should be (1 series or pair, exit code 0, every selector), or null.", type: raw}
     reason: {description: Why the check did not pass; null on pass., type: str}
 window:
-  description: The lookback window of the series lookup, UTC ISO 8601.
+  description: The lookback window of the series lookups, UTC ISO 8601; the operations are queried at its end.
   returned: when prometheus_url is set
   type: dict
   sample: {start: "2026-11-27T09:00:00Z", end: "2026-11-27T10:00:00Z"}
@@ -177,10 +232,18 @@ summary:
     passed: {description: Checks that passed., type: int}
     failed: {description: Checks that failed., type: int}
     dead: {description: Rules that can never fire., type: int}
+    may_fire: {description: "Rules that cannot fire yet: a label value they select has not been seen.", type: int}
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.erni_rules import HAS_REQUESTS, HAS_YAML, check_rule_files, find_promtool, parse_duration
+from ansible.module_utils.erni_rules import (
+    HAS_PROMQL_PARSER,
+    HAS_REQUESTS,
+    HAS_YAML,
+    check_rule_files,
+    find_promtool,
+    parse_duration,
+)
 
 
 def main() -> None:
@@ -207,6 +270,8 @@ def main() -> None:
     )
     if not HAS_YAML:
         module.fail_json(msg=missing_required_lib("PyYAML"))
+    if not HAS_PROMQL_PARSER:
+        module.fail_json(msg=missing_required_lib("promql-parser"))
     p = module.params
     if not p["rule_files"]:
         module.fail_json(msg="rule_files is empty: give at least one Prometheus rule file")

@@ -137,7 +137,7 @@ def test_valid_rules_pass_validation_without_prometheus(setup: Setup) -> None:
     assert res["files"] == [{"file": setup.rules, "valid": True, "rules": 7, "reason": None}]
     assert res["checks"] == [{"name": f"rule_file:{setup.rules}", "status": "pass", "value": 7, "limit": None,
                               "reason": None}]
-    assert res["summary"] == {"total": 1, "passed": 1, "failed": 0, "dead": 0}
+    assert res["summary"] == {"total": 1, "passed": 1, "failed": 0, "dead": 0, "may_fire": 0}
     assert "window" not in res
     record = rules_by_name(res)["job:http_requests:rate5m"]
     assert record["type"] == "record" and record["group"] == "erni-test" and record["status"] == "pass"
@@ -165,7 +165,7 @@ def test_an_invalid_rules_file_fails_with_promtools_message(setup: Setup) -> Non
     assert check["status"] == "fail" and check["reason"] == bad["reason"]
     assert res["files"][0]["valid"] is True
     assert {r["file"] for r in res["rules"]} == {setup.rules}, "rules of an invalid file are not judged"
-    assert res["summary"] == {"total": 2, "passed": 1, "failed": 1, "dead": 0}
+    assert res["summary"] == {"total": 2, "passed": 1, "failed": 1, "dead": 0, "may_fire": 0}
     assert "unclosed left parenthesis" in res["msg"]
 
 
@@ -183,7 +183,7 @@ def test_a_file_without_rules_is_a_warning(setup: Setup, tmp_path: Path) -> None
     res = run_module("alert_rules_check", {"rule_files": [empty]})
     assert not res.get("failed"), res
     assert res["checks"][0]["status"] == "warn" and res["checks"][0]["reason"] == f"{empty} holds no rules"
-    assert res["summary"] == {"total": 1, "passed": 0, "failed": 0, "dead": 0}
+    assert res["summary"] == {"total": 1, "passed": 0, "failed": 0, "dead": 0, "may_fire": 0}
 
 
 def test_promtool_unit_tests_pass_and_fail(setup: Setup) -> None:
@@ -201,7 +201,7 @@ def test_promtool_unit_tests_pass_and_fail(setup: Setup) -> None:
     assert "FAILED" in out and "alertname: ServiceDown" in out and "exp:[]" in out.replace(" ", "")
     check = checks_by_name(res)[f"rule_test:{failing}"]
     assert check["status"] == "fail" and check["value"] == 1 and check["limit"] == 0 and check["reason"] == out
-    assert res["summary"] == {"total": 3, "passed": 2, "failed": 1, "dead": 0}
+    assert res["summary"] == {"total": 3, "passed": 2, "failed": 1, "dead": 0, "may_fire": 0}
 
 
 def test_the_projects_real_rules_validate() -> None:
@@ -231,7 +231,10 @@ def test_a_rule_selecting_a_job_no_scrape_has_is_dead(setup: Setup) -> None:
     dead = rules["OllamaDown"]
     assert dead["status"] == "dead"
     assert dead["selectors"] == [{"selector": 'up{job="ollama-exporter-typo"}', "series": 0}]
-    assert dead["reason"] == 'up{job="ollama-exporter-typo"} matches no series in the last 1h (the rule can never fire)'
+    # the reason now says why (no scrape job has that name) and which jobs up exists for
+    assert dead["reason"] == ('rule OllamaDown: no series of up{job="ollama-exporter-typo"} in the last 1h: no scrape '
+                              "job produces it (up exists for jobs: erni-ki); the rule can never fire")
+    assert [(f["class"], f["label"], f["values"]) for f in dead["findings"]] == [("no_series", "job", ["erni-ki"])]
     check = checks_by_name(res)["dead_rule:erni-test/OllamaDown"]
     assert check["status"] == "fail" and check["value"] == 0 and check["limit"] == 1
     assert check["reason"] == f"{setup.rules}: {dead['reason']}"
@@ -249,7 +252,7 @@ def test_a_rule_selecting_a_job_no_scrape_has_is_dead(setup: Setup) -> None:
     assert rules["NoOllamaInstance"]["selectors"] == [{"selector": 'up{job="ollama-exporter-typo"}', "series": 0}]
     assert checks_by_name(res)["prometheus"] == {"name": "prometheus", "status": "pass", "value": 6, "limit": 6,
                                                  "reason": None}
-    assert res["summary"] == {"total": 3, "passed": 2, "failed": 1, "dead": 1}
+    assert res["summary"] == {"total": 3, "passed": 2, "failed": 1, "dead": 1, "may_fire": 0}
     assert res["msg"].startswith("1 of 3 rule checks failed: dead_rule:erni-test/OllamaDown: ")
 
 
@@ -258,7 +261,7 @@ def test_dead_rules_warn_does_not_fail_the_task(setup: Setup) -> None:
     assert not res.get("failed"), res
     assert rules_by_name(res)["OllamaDown"]["status"] == "dead"
     assert checks_by_name(res)["dead_rule:erni-test/OllamaDown"]["status"] == "warn"
-    assert res["summary"] == {"total": 3, "passed": 2, "failed": 0, "dead": 1}
+    assert res["summary"] == {"total": 3, "passed": 2, "failed": 0, "dead": 1, "may_fire": 0}
 
 
 def test_the_lookback_window_is_where_series_are_looked_for(setup: Setup) -> None:
@@ -272,7 +275,7 @@ def test_the_lookback_window_is_where_series_are_looked_for(setup: Setup) -> Non
     wide = run_module("alert_rules_check", setup.args(evaluation_time=setup.data.end + 7200, lookback="3h",
                                                       fail_on_error=False))
     assert {r["name"] for r in wide["rules"] if r["status"] == "dead"} == {"OllamaDown"}
-    assert "matches no series in the last 3h" in rules_by_name(wide)["OllamaDown"]["reason"]
+    assert 'no series of up{job="ollama-exporter-typo"} in the last 3h' in rules_by_name(wide)["OllamaDown"]["reason"]
 
 
 def test_a_stopped_prometheus_fails_the_prometheus_check(setup: Setup, tmp_path: Path) -> None:
@@ -313,7 +316,9 @@ def test_a_server_that_is_not_prometheus_fails_the_prometheus_check(setup: Setup
 
 
 def test_the_series_api_gets_each_selector_and_the_window(setup: Setup) -> None:
-    srv = LocalServer(routes={"/api/v1/series": json_route(200, {"status": "success", "data": [{"__name__": "x"}]})})
+    one = {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, "1"]}]}}
+    srv = LocalServer(routes={"/api/v1/series": json_route(200, {"status": "success", "data": [{"__name__": "x"}]}),
+                              "/api/v1/query": json_route(200, one)})
     try:
         res = run_module("alert_rules_check", {"rule_files": [setup.rules], "prometheus_url": srv.url,
                                                "evaluation_time": 1800000000, "lookback": "30m",
@@ -323,13 +328,18 @@ def test_the_series_api_gets_each_selector_and_the_window(setup: Setup) -> None:
     assert not res.get("failed"), res
     from urllib.parse import parse_qs, urlsplit
 
-    asked = [parse_qs(urlsplit(path).query) for _m, path, _h, _b in srv.requests]
+    asked = [parse_qs(urlsplit(path).query) for _m, path, _h, _b in srv.requests if "/series?" in path]
+    queried = [parse_qs(urlsplit(path).query) for _m, path, _h, _b in srv.requests if "/query?" in path]
     assert sorted(q["match[]"][0] for q in asked) == sorted({
         'up{job="erni-ki"}', 'up{job="ollama-exporter-typo"}', 'up{job="nonexistent"}',
         'http_requests_total{job="erni-ki"}', 'http_requests_total{job="erni-ki",status=~"5.."}',
         'http_request_duration_seconds_bucket{job="erni-ki"}'})
     assert {(q["start"][0], q["end"][0]) for q in asked} == {("1799998200.000", "1800000000.000")}
     assert res["window"] == {"start": "2027-01-15T07:30:00Z", "end": "2027-01-15T08:00:00Z"}
+    # HighErrorRate's "/" is asked whether its sides match, at the window's end: each side, then both
+    assert {q["time"][0] for q in queried} == {"1800000000.000"} and len(queried) == 3
+    both = queried[-1]["query"][0]
+    assert both.startswith("count((sum(rate(http_requests_total{") and ") and (sum(" in both
     assert {h["Authorization"] for _m, _p, h, _b in srv.requests} == {f"Bearer {TOKEN}"}
 
 
@@ -379,7 +389,8 @@ def test_bad_input_is_refused_with_a_message_naming_it(args: dict, message: str)
     assert TOKEN not in json.dumps(res) and PASSWORD not in json.dumps(res)
 
 
-# ---------------------------------------------------------------------------- the tokenizer
+# ------------------------------------------------------------------------ reading PromQL
+# promql-parser reads the expressions; these pin what we take from its tree.
 
 @pytest.mark.parametrize("expr, selectors", [
     # nested functions and by (...) before and after the argument
@@ -397,7 +408,9 @@ def test_bad_input_is_refused_with_a_message_naming_it(args: dict, message: str)
      ['nginx_http_requests_total{status=~"5..",job!="x",instance!~"test.*"}']),
     # offset, @, subqueries
     ("rate(x[5m] offset 1h) - rate(x[5m] offset -1d @ 1700000000)", ["x"]),
-    ('max_over_time(deriv(rate(y{a="b"}[1m])[10m:30s])[1h:]) @ end()', ['y{a="b"}']),
+    # (the hand-written parser also took `@ end()` after a function call and scalar(time()); promtool
+    # refuses both, and so does promql-parser)
+    ('max_over_time(deriv(rate(y{a="b"}[1m])[10m:30s] @ end())[1h:])', ['y{a="b"}']),
     ("avg_over_time((a + b)[5m:1m])", ["a", "b"]),
     # binary operators, on/ignoring, group_left/right with and without labels, bool
     ("a / on(instance) group_left(node, role) b", ["a", "b"]),
@@ -406,6 +419,7 @@ def test_bad_input_is_refused_with_a_message_naming_it(args: dict, message: str)
     ("a atan2 b", ["a", "b"]),
     # selectors without a metric name, recording rule names with colons
     ('{__name__=~"job:.*:rate5m"} and {job="x"}', ['{__name__=~"job:.*:rate5m"}', '{job="x"}']),
+    ('{"my.metric", a="b"}', ['{__name__="my.metric",a="b"}']),
     ('job:http_requests:rate5m{job="a"} > 0.5', ['job:http_requests:rate5m{job="a"}']),
     # numbers of every kind, comments, keywords as label names, Inf and NaN
     ("x > 1e3 and y < 0x1F and z != Inf and w == NaN and v > .5  # by (nothing) {a=\"b\"}",
@@ -413,48 +427,44 @@ def test_bad_input_is_refused_with_a_message_naming_it(args: dict, message: str)
     ('up{on="x",by="y",offset="z"}', ['up{on="x",by="y",offset="z"}']),
     # absent stays a selector (it is looked up, but cannot make a rule dead)
     ('absent_over_time(up{job="gone"}[5m]) or absent(up{job="gone2"})', ['up{job="gone"}', 'up{job="gone2"}']),
-    ("vector(1) + scalar(time())", []),
+    ("vector(1) + time()", []),
     ('label_replace(up, "dst", "$1", "src", "(.*)")', ["up"]),
     ("x + x + x + up{} + up", ["x", "up"]),
 ])
-def test_tokenizer_finds_every_selector(expr: str, selectors: list[str]) -> None:
+def test_every_selector_is_found(expr: str, selectors: list[str]) -> None:
     from ansible.module_utils.erni_rules import extract_selectors
 
     assert extract_selectors(expr) == selectors
 
 
-def test_tokenizer_tokens_and_positions() -> None:
-    from ansible.module_utils.erni_rules import tokenize
+def test_strings_are_decoded_and_raw_strings_kept_raw() -> None:
+    from ansible.module_utils.erni_rules import extract_selectors, parse_expr
 
-    tokens = tokenize('rate(x{a=~"b\\\\.c"}[5m:30s] offset 1h30m) >= 0.5')
-    assert [(t.kind, t.text) for t in tokens] == [
-        ("ident", "rate"), ("punct", "("), ("ident", "x"), ("punct", "{"), ("ident", "a"), ("op", "=~"),
-        ("string", '"b\\\\.c"'), ("punct", "}"), ("punct", "["), ("duration", "5m"), ("punct", ":"),
-        ("duration", "30s"), ("punct", "]"), ("ident", "offset"), ("duration", "1h30m"), ("punct", ")"),
-        ("op", ">="), ("number", "0.5")]
-    assert tokens[6].value == "b\\.c" and tokens[6].pos == 10
-    assert tokenize('"\\u00e9\\x41\\101\\n"')[0].value == "\u00e9AA\n"
+    # promql-parser reads escapes inside `raw` strings, PromQL does not: they are rewritten first
+    assert extract_selectors('up{a=~`b\\.c`, b="`", c=`"`} # `x\\d`') == ['up{a=~"b\\\\.c",b="`",c="\\""}']
+    selector = parse_expr('up{a=~"b\\\\.c",b="\\u00e9\\x41\\101\\n"}')
+    assert [(m.name, m.value) for m in selector.matchers.matchers] == [("a", "b\\.c"), ("b", "\u00e9AA\n")]
 
 
 @pytest.mark.parametrize("expr, message", [
-    ('up{job="x}', "unterminated string"),
-    ("sum(rate(x[5m])", "unclosed '(' of sum"),
-    ("rate(x[5m]", "unclosed '(' of rate"),
-    ("x)", "unexpected ')'"),
-    ('up{job "x"}', "expected =, !=, =~ or !~ after 'job'"),
-    ('up{job~"x"}', "unexpected character '~' at offset 6"),
-    ("up{job=x}", "expected a quoted label value"),
-    ("{} > 0", "empty selector {} at offset 0"),
-    ('up{a="\\q"}', "unknown escape \\q"),
-    ("x > 5x", "bad number or duration"),
-    ("x $ y", "unexpected character '$'"),
-    ("sum by (job) x", "expected '(' after aggregation sum"),
+    ('up{job="x}', "unterminated quoted string"),
+    ("sum(rate(x[5m])", "unclosed left parenthesis"),
+    ("x)", "unexpected right parenthesis ')'"),
+    ("up{job=x}", "unexpected identifier 'x' in label matching, expected string"),
+    ('up{job~"x"}', "unexpected character inside braces: '~'"),
+    ("{} > 0", "vector selector must contain at least one non-empty matcher"),
+    ('up{a="\\q"}', "unknown escape sequence 'q'"),
+    ("x > 5x", "bad number or duration syntax: 5x"),
+    ("x $ y", "unexpected character: '$'"),
+    ("rate(x)", "expected type matrix in call to function 'rate', got vector"),
+    ("foo(bar)", "unknown function with name 'foo'"),
+    ('up{job="a" or job="b"}', "`or` inside a selector is not PromQL"),
 ])
-def test_tokenizer_errors_name_the_problem(expr: str, message: str) -> None:
-    from ansible.module_utils.erni_rules import PromQLError, parse_expr
+def test_parse_errors_name_the_problem(expr: str, message: str) -> None:
+    from ansible.module_utils.erni_rules import PromQLError, extract_selectors
 
     with pytest.raises(PromQLError) as err:
-        parse_expr(expr)
+        extract_selectors(expr)
     assert message in str(err.value), str(err.value)
 
 
@@ -479,3 +489,169 @@ def test_which_empty_selectors_keep_a_rule_from_firing(expr: str, empty: set[str
     from ansible.module_utils.erni_rules import blockers_of, parse_expr
 
     assert blockers_of(parse_expr(expr), empty) == blockers
+
+
+@pytest.mark.parametrize("expr, dead, blockers", [
+    ("a / on(job) b > 0", {"a / on (job) b"}, ["a / on (job) b"]),
+    ("(a / on(job) b) or vector(0)", {"a / on (job) b"}, []),
+    ("absent(a / on(job) b)", {"a / on (job) b"}, []),
+    ("c unless (a / on(job) b)", {"a / on (job) b"}, []),
+])
+def test_which_dead_operations_keep_a_rule_from_firing(expr: str, dead: set[str], blockers: list[str]) -> None:
+    from ansible.module_utils.erni_rules import blockers_of, parse_expr
+
+    assert blockers_of(parse_expr(expr), set(), frozenset(dead)) == blockers
+
+
+def test_only_vector_operations_that_can_block_are_tested() -> None:
+    from ansible.module_utils.erni_rules import matching_of, parse_expr, vector_operations
+
+    ops = list(vector_operations(parse_expr(
+        "(a / ignoring(x) group_left b > 0.5) and c * on(job) d unless e - f or absent(g + h) or i + 1")))
+    assert [op.prettify() for op in ops] == ["a / ignoring (x) group_left () b", "c * on (job) d"]
+    assert [matching_of(op) for op in ops] == [("and ignoring(x)", "without (x)", "ignoring(x)"),
+                                               ("and on(job)", "by (job)", "on(job)")]
+    assert matching_of(parse_expr("a - b")) == ("and", "without ()", "all labels but __name__")
+
+
+# ------------------------------------------------------------- why a rule cannot fire
+# A Prometheus over data like the erni-ki platform's: three scrape jobs (nginx with the
+# stub_status exporter and a log exporter, cAdvisor, node-exporter), rule files in
+# tests/fixtures/rules/ with the mistakes each class is about.
+
+FIXTURES = ROOT / "tests" / "fixtures" / "rules"
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PromServer, KnownData]]:
+    data = KnownData(minutes=20)
+    nginx = {"job": "nginx", "instance": "nginx-exporter:9113"}
+    cadvisor = {"job": "cadvisor", "instance": "cadvisor:8080"}
+    node = {"job": "node-exporter", "instance": "node-exporter:9100"}
+    for target in (nginx, cadvisor, node):
+        data.gauge("up", target, 1)
+    data.counter("nginx_http_requests_total", nginx, 20)  # stub_status: no status label
+    data.counter("nginxlog_http_response_count_total", {**nginx, "status": "200"}, 19)
+    data.counter("nginxlog_http_response_count_total", {**nginx, "status": "404"}, 1)
+    for name in ("erni-ki-openwebui-1", "erni-ki-ollama-1"):
+        data.gauge("container_memory_usage_bytes", {**cadvisor, "name": name}, 2e9)
+        data.gauge("container_spec_memory_limit_bytes", {**cadvisor, "name": name}, 4e9)
+    data.gauge("machine_memory_bytes", cadvisor, 32e9)
+    data.gauge("node_memory_MemTotal_bytes", node, 32e9)
+    data.counter("node_network_receive_packets_total", {**node, "device": "eth0"}, 100)
+    prom = start_prometheus(tmp_path_factory.mktemp("platform"), data)
+    yield prom, data
+    prom.stop()
+
+
+def judge(platform: tuple[PromServer, KnownData], fixture: str, **extra: object) -> dict:
+    prom, data = platform
+    return run_module("alert_rules_check", {"rule_files": [str(FIXTURES / fixture)], "prometheus_url": prom.url,
+                                            "evaluation_time": data.end, **extra})
+
+
+def test_a_label_value_not_seen_yet_is_a_warning_that_the_rule_may_fire(platform) -> None:
+    res = judge(platform, "may_fire.yml")  # dead_rules: fail, and still only a warning
+    assert not res.get("failed"), res
+    rule = rules_by_name(res)["NginxServerErrors"]
+    assert rule["status"] == "may_fire"
+    assert rule["reason"] == ('rule NginxServerErrors: status=~"5.." has not been seen on '
+                              'nginxlog_http_response_count_total{job="nginx"} yet (the label has values 200, 404): '
+                              "may fire")
+    assert [(f["class"], f["label"], f["values"]) for f in rule["findings"]] == [("may_fire", "status", ["200", "404"])]
+    check = checks_by_name(res)["may_fire:nginx-log/NginxServerErrors"]
+    assert check["status"] == "warn" and check["reason"].endswith(rule["reason"])
+    # the "/" has an empty side: that is the selector's finding, not a second one about matching
+    assert res["summary"] == {"total": 3, "passed": 2, "failed": 0, "dead": 0, "may_fire": 1}
+
+
+def test_a_label_the_metric_never_carries_makes_the_rule_dead(platform) -> None:
+    res = judge(platform, "label_never_carried.yml")
+    assert res["failed"] is True
+    rule = rules_by_name(res)["NginxServerErrors"]
+    assert rule["status"] == "dead"
+    assert rule["reason"] == ('rule NginxServerErrors: nginx_http_requests_total{job="nginx"} has series, but none '
+                              'carries the label status, so status=~"5.." never matches (labels seen: instance, job); '
+                              "the rule can never fire")
+    assert [(f["class"], f["label"]) for f in rule["findings"]] == [("label_never_carried", "status")]
+    assert checks_by_name(res)["dead_rule:nginx-stub-status/NginxServerErrors"]["status"] == "fail"
+    warned = judge(platform, "label_never_carried.yml", dead_rules="warn")
+    assert not warned.get("failed") and warned["summary"]["dead"] == 1
+    assert checks_by_name(warned)["dead_rule:nginx-stub-status/NginxServerErrors"]["status"] == "warn"
+
+
+def test_a_selector_no_scrape_job_produces_is_dead_and_names_the_jobs_that_exist(platform) -> None:
+    res = judge(platform, "no_series.yml")
+    assert res["failed"] is True
+    rules = rules_by_name(res)
+    assert rules["OpenWebUIDown"]["status"] == "dead"
+    assert rules["OpenWebUIDown"]["reason"] == (
+        'rule OpenWebUIDown: no series of up{job="openwebui"} in the last 1h: no scrape job produces it '
+        "(up exists for jobs: cadvisor, nginx, node-exporter); the rule can never fire")
+    assert [(f["class"], f["label"], f["values"]) for f in rules["OpenWebUIDown"]["findings"]] == [
+        ("no_series", "job", ["cadvisor", "nginx", "node-exporter"])]
+    assert rules["OllamaNoModelLoaded"]["status"] == "dead"
+    assert rules["OllamaNoModelLoaded"]["reason"] == (
+        'rule OllamaNoModelLoaded: no series of ollama_models_loaded{job="ollama-exporter"} in the last 1h: no scrape '
+        "job produces it (nor any series of ollama_models_loaded); the rule can never fire")
+    assert {c["name"] for c in res["checks"] if c["status"] == "fail"} == {
+        "dead_rule:targets/OpenWebUIDown", "dead_rule:targets/OllamaNoModelLoaded"}
+    assert res["summary"] == {"total": 4, "passed": 2, "failed": 2, "dead": 2, "may_fire": 0}
+
+
+def test_an_operation_whose_sides_never_match_makes_the_rule_dead(platform) -> None:
+    res = judge(platform, "sides_never_match.yml", dead_rules="warn")
+    assert not res.get("failed"), res
+    rules = rules_by_name(res)
+    assert {name: r["status"] for name, r in rules.items()} == {
+        "NginxRequestsPerPacket": "dead", "ContainerUsesMuchOfTheHost": "dead",
+        "ContainerUsesMuchOfTheHostIgnoringName": "dead"}
+    assert rules["NginxRequestsPerPacket"]["reason"] == (
+        'rule NginxRequestsPerPacket: the two sides of "/" both have series but never match on their labels (left '
+        'has job="nginx", right job="node-exporter"; matching: on(job)); the rule can never fire')
+    finding = rules["NginxRequestsPerPacket"]["findings"][0]
+    assert finding["class"] == "sides_never_match" and finding["matching"] == "on(job)"
+    assert finding["subject"].startswith('rate(nginx_http_requests_total{job="nginx"}[5m]) / on (job) rate(')
+    assert finding["left"] == [{"job": "nginx"}] and finding["right"] == [{"job": "node-exporter"}]
+    host = rules["ContainerUsesMuchOfTheHost"]["reason"]
+    assert ('left has {instance="cadvisor:8080",job="cadvisor",name="erni-ki-ollama-1"} or '
+            '{instance="cadvisor:8080",job="cadvisor",name="erni-ki-openwebui-1"}, right '
+            '{instance="node-exporter:9100",job="node-exporter"}; matching: all labels but __name__)') in host
+    ignoring = rules["ContainerUsesMuchOfTheHostIgnoringName"]["reason"]
+    assert ('left has {instance="cadvisor:8080",job="cadvisor"}, right {instance="node-exporter:9100",'
+            'job="node-exporter"}; matching: ignoring(name))') in ignoring
+    assert {c["name"]: c["status"] for c in res["checks"] if c["name"].startswith("dead_rule:")} == {
+        f"dead_rule:mismatched/{name}": "warn" for name in rules}
+
+
+def test_operations_whose_sides_match_are_not_reported(platform) -> None:
+    res = judge(platform, "sides_match.yml")
+    assert not res.get("failed"), res
+    assert {r["name"]: (r["status"], r["findings"], r["reason"]) for r in res["rules"]} == {
+        name: ("pass", [], None)
+        for name in ("ContainerNearMemoryLimit", "ContainerOverMemoryLimit", "ContainerUsesMuchOfTheMachine")}
+    assert [c["name"] for c in res["checks"]] == [f"rule_file:{FIXTURES / 'sides_match.yml'}", "prometheus"]
+    assert res["summary"] == {"total": 2, "passed": 2, "failed": 0, "dead": 0, "may_fire": 0}
+
+
+def test_an_operation_prometheus_cannot_evaluate_is_a_warning_on_its_rule(platform, tmp_path: Path) -> None:
+    # up has one series per job, cAdvisor has two containers: the inner "*" needs group_right, and
+    # Prometheus refuses to count the outer "/"'s right side; Prometheus itself answered, so only the rule warns
+    rules = write(tmp_path, "refused.yml", """\
+        groups:
+          - name: refused
+            rules:
+              - alert: Refused
+                expr: up / on(job) (up * on(job) container_memory_usage_bytes) > 0
+        """)
+    prom, data = platform
+    res = run_module("alert_rules_check", {"rule_files": [rules], "prometheus_url": prom.url,
+                                           "evaluation_time": data.end})
+    assert not res.get("failed"), res
+    rule = rules_by_name(res)["Refused"]
+    assert rule["status"] == "warn" and rule["findings"] == []
+    assert rule["reason"].startswith("not checked: Prometheus answered 422 for count by (job) ((up * on (job) "
+                                     "container_memory_usage_bytes)): execution: ")
+    assert "many-to-many matching not allowed" in rule["reason"]
+    assert checks_by_name(res)["rule_query:refused/Refused"]["status"] == "warn"
+    assert checks_by_name(res)["prometheus"]["status"] == "pass"
