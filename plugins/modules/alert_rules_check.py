@@ -42,7 +42,10 @@ version_added: "1.0.0"
 author: erni-deploy
 options:
   rule_files:
-    description: Prometheus rule files to check.
+    description:
+      - Prometheus rule files to check. An entry with C(*), C(?) or C([) is a pattern, as
+        Prometheus's own C(rule_files) takes (C(conf/prometheus/rules/*.yml)); a pattern that
+        matches no file fails, naming it.
     type: list
     elements: path
     required: true
@@ -246,6 +249,22 @@ from ansible.module_utils.erni_rules import (
 )
 
 
+def expand_rule_files(entries: list[str]) -> list[str]:
+    """Patterns (with *, ? or [) expanded in sorted order, as Prometheus expands rule_files."""
+    import glob
+
+    out: list[str] = []
+    for entry in entries:
+        if not any(c in entry for c in "*?["):
+            out.append(entry)
+            continue
+        found = sorted(glob.glob(entry))
+        if not found:
+            raise ValueError(f"rule_files pattern {entry!r} matches no file")
+        out += [f for f in found if f not in out]
+    return out
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
@@ -275,6 +294,10 @@ def main() -> None:
     p = module.params
     if not p["rule_files"]:
         module.fail_json(msg="rule_files is empty: give at least one Prometheus rule file")
+    try:
+        p["rule_files"] = expand_rule_files(p["rule_files"])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
     promtool = find_promtool(p["promtool"])
     if promtool is None:
         module.fail_json(msg=f"promtool {p['promtool']!r} was not found: install promtool (it ships with "

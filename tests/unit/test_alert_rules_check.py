@@ -178,6 +178,20 @@ def test_a_missing_rules_file_fails_and_says_so(setup: Setup) -> None:
     assert res["summary"]["failed"] == 1
 
 
+def test_a_pattern_is_expanded_as_prometheus_does_and_one_matching_nothing_is_named(setup: Setup,
+                                                                                     tmp_path: Path) -> None:
+    rules = (ROOT / "sandbox" / "prometheus" / "erni-ki.rules.yml").read_text()
+    (tmp_path / "rules").mkdir()
+    for name in ("20-db.yml", "10-infra.yml"):
+        (tmp_path / "rules" / name).write_text(rules)
+    res = run_module("alert_rules_check", {"rule_files": [str(tmp_path / "rules" / "*.yml")]})
+    assert not res.get("failed"), res.get("msg")
+    assert [f["file"] for f in res["files"]] == [str(tmp_path / "rules" / n) for n in ("10-infra.yml", "20-db.yml")]
+    nothing = str(tmp_path / "alerts" / "*.yml")
+    res = run_module("alert_rules_check", {"rule_files": [nothing]})
+    assert res.get("failed") and res["msg"] == f"rule_files pattern {nothing!r} matches no file"
+
+
 def test_a_file_without_rules_is_a_warning(setup: Setup, tmp_path: Path) -> None:
     empty = write(tmp_path, "empty.yml", "groups: []\n")
     res = run_module("alert_rules_check", {"rule_files": [empty]})
