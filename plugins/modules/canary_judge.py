@@ -37,19 +37,6 @@ options:
   access_log:
     description: Path of nginx's JSON access log (for O(source=access_log)), on the host the module runs on.
     type: path
-  loki_url:
-    description:
-      - For O(source=access_log), read the same JSON lines from Loki's query API at this URL instead
-        of a file (C(/loki/api/v1/query_range)), where the platform ships nginx's log there.
-    type: str
-  loki_query:
-    description: The LogQL query that selects nginx's JSON access lines in Loki.
-    type: str
-    default: '{job="fluent-bit",service="nginx"}'
-  loki_tenant:
-    description: The tenant (C(X-Scope-OrgID)) of a multi-tenant Loki, as ERNI-KI's V(erni-ki).
-    type: str
-    default: ""
   upstreams:
     description:
       - "For O(source=access_log), each colour's upstream address as nginx logs it, as V({blue: 127.0.0.1:18001})."
@@ -212,6 +199,8 @@ options:
     description: Seconds to wait for each Prometheus query.
     type: float
     default: 10
+extends_documentation_fragment:
+  - erni_loki
 requirements: [scipy, numpy]
 """
 

@@ -152,17 +152,6 @@ options:
       - nginx's JSON access log, on the host the module runs on, for the metrics with
         O(metrics[].source=access_log) (the canary judge's format; see C(canary_judge)).
     type: path
-  loki_url:
-    description: Read the access log's lines from Loki's query API at this URL instead of O(access_log).
-    type: str
-  loki_query:
-    description: The LogQL query that selects nginx's JSON access lines in Loki.
-    type: str
-    default: '{job="fluent-bit",service="nginx"}'
-  loki_tenant:
-    description: The tenant (C(X-Scope-OrgID)) of a multi-tenant Loki.
-    type: str
-    default: ""
   log_fields:
     description: Field names of the log's JSON lines where they differ (as C(canary_judge)'s O(log_fields)).
     type: dict
@@ -231,6 +220,7 @@ options:
     type: bool
     default: false
 extends_documentation_fragment:
+  - erni_loki
   - erni_prometheus
 requirements:
   - requests

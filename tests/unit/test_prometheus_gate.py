@@ -449,27 +449,29 @@ def test_error_rate_and_p95_are_read_from_the_access_log(prom: PromServer, tmp_p
     assert res["verdict"] == "pass"
 
 
+LOG_END = 1_800_000_000.0
+
+
+def log_error_rate(prom: PromServer, log: Path, window: float, **extra: Any) -> dict[str, Any]:
+    """The gate on one error-rate metric read from `log` over `window` seconds up to LOG_END."""
+    metric = {"name": "error_rate", "source": "access_log", "measure": "error_ratio", "window": window,
+              "limit": 0.05, "unit": "ratio"}
+    return run_module("prometheus_gate", {"prometheus_url": prom.url, "time": LOG_END, "access_log": str(log),
+                                          "log_fields": FIELDS, "metrics": [metric], **extra})
+
+
 def test_an_error_rate_from_the_log_above_the_limit_fails(prom: PromServer, tmp_path: Path) -> None:
     log = tmp_path / "access.json"
-    end = 1_800_000_000.0
-    write_access_log(log, end, seconds=30, per_second=4, error_every=10, latency=0.05)
-    res = run_module("prometheus_gate", {"prometheus_url": prom.url, "time": end, "access_log": str(log),
-                                         "log_fields": FIELDS, "log_exclude": "^/health",
-                                         "metrics": [{"name": "error_rate", "source": "access_log",
-                                                      "measure": "error_ratio", "window": 30, "limit": 0.05,
-                                                      "unit": "ratio"}]})
+    write_access_log(log, LOG_END, seconds=30, per_second=4, error_every=10, latency=0.05)
+    res = log_error_rate(prom, log, 30, log_exclude="^/health")
     assert res.get("failed") and res["verdict"] == "fail"
     assert res["metrics"][0]["reason"] == "10.00% is above the limit 5.00%"
 
 
 def test_too_few_requests_in_the_log_is_no_data_never_a_pass(prom: PromServer, tmp_path: Path) -> None:
     log = tmp_path / "access.json"
-    end = 1_800_000_000.0
-    write_access_log(log, end, seconds=5, per_second=1, error_every=0, latency=0.05)
-    res = run_module("prometheus_gate", {"prometheus_url": prom.url, "time": end, "access_log": str(log),
-                                         "log_fields": FIELDS, "log_exclude": "^/health",
-                                         "metrics": [{"name": "error_rate", "source": "access_log",
-                                                      "measure": "error_ratio", "window": 60, "limit": 0.05}]})
+    write_access_log(log, LOG_END, seconds=5, per_second=1, error_every=0, latency=0.05)
+    res = log_error_rate(prom, log, 60, log_exclude="^/health")
     assert res.get("failed") and res["verdict"] == "fail"
     reason = res["metrics"][0]["measurements"][0]["reason"]
     assert reason == "no data: 5 requests in the access log over the 60 s window, at least 20 needed"
@@ -477,13 +479,8 @@ def test_too_few_requests_in_the_log_is_no_data_never_a_pass(prom: PromServer, t
 
 def test_only_the_named_colours_requests_are_counted(prom: PromServer, tmp_path: Path) -> None:
     log = tmp_path / "access.json"
-    end = 1_800_000_000.0
-    write_access_log(log, end, seconds=30, per_second=2, error_every=0, latency=0.05, upstream="10.0.3.9:8080")
-    res = run_module("prometheus_gate", {"prometheus_url": prom.url, "time": end, "access_log": str(log),
-                                         "log_fields": FIELDS, "log_upstreams": {"blue": "10.0.3.7:8080"},
-                                         "log_side": "blue",
-                                         "metrics": [{"name": "error_rate", "source": "access_log",
-                                                      "measure": "error_ratio", "window": 60}]})
+    write_access_log(log, LOG_END, seconds=30, per_second=2, error_every=0, latency=0.05, upstream="10.0.3.9:8080")
+    res = log_error_rate(prom, log, 60, log_upstreams={"blue": "10.0.3.7:8080"}, log_side="blue")
     assert res.get("failed")
     reason = res["metrics"][0]["measurements"][0]["reason"]
     assert reason.startswith("no data: 0 blue's requests in the access log over the 60 s window")
