@@ -13,14 +13,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible.errors import AnsibleFilterError
+
+class EnvCheckError(ValueError):
+    """A bad input, named. Not AnsibleFilterError: importing ansible.errors makes a process a
+    controller, and modules run in the same process (the unit tests) then print their
+    warnings instead of returning them; Ansible reports any filter's exception with its text."""
 
 
 def env_check(env: dict[str, Any] | None, required: list[str], may_be_empty: list[str] | None = None,
               aliases: dict[str, list[str] | str] | None = None) -> dict[str, Any]:
     env = env or {}
     if not isinstance(env, dict):
-        raise AnsibleFilterError(f"env_check: the environment must be a mapping, not {type(env).__name__}")
+        raise EnvCheckError(f"env_check: the environment must be a mapping, not {type(env).__name__}")
     optional = set(may_be_empty or [])
     missing: list[str] = []
     empty: list[str] = []

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible.errors import AnsibleFilterError
+
+class ColourMatcherError(ValueError):
+    """A bad input, named. Not AnsibleFilterError: importing ansible.errors makes a process a
+    controller, and modules run in the same process (the unit tests) then print their
+    warnings instead of returning them; Ansible reports any filter's exception with its text."""
 
 DEFAULT_COLOUR_MATCHER = 'colour="%s"'
 
@@ -23,7 +27,7 @@ def serving_selector(selector: str, serving: dict[str, Any] | None, release_labe
     serving = serving or {}
     matcher = colour_matcher or DEFAULT_COLOUR_MATCHER
     if matcher.count("%s") != 1 or matcher.replace("%s", "").count("%"):
-        raise AnsibleFilterError(f"colour matcher {matcher!r} must hold %s once, where the colour's name goes "
+        raise ColourMatcherError(f"colour matcher {matcher!r} must hold %s once, where the colour's name goes "
                                  f"(as colour=\"%s\"), and no other %")
     parts = [selector.strip().strip(",")] if selector and selector.strip() else []
     if serving.get("colour"):
